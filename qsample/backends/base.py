@@ -1,0 +1,88 @@
+"""The batch-first backend interface.
+
+A backend receives all B problems of a decoding step at once and returns, for each row, R reads
+as binary states [B, R, K]. It may solve the rows one by one, as one disjoint union, or natively
+in a batch. Modes say *what* they need, never *how*:
+
+- ``task="ground"``: low-energy states (``gumbel`` keeps the lowest-energy valid read);
+- ``task="thermal"``: independent samples of exp(-beta E(x)) (``boltzmann``, beta = 1).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..problems import OneHotProblems
+
+TASKS = ("ground", "thermal")
+
+
+@dataclass(frozen=True)
+class SolveRequest:
+    """What a mode asks of a backend for one step.
+
+    Attributes:
+        task: ``"ground"`` or ``"thermal"``.
+        num_reads: reads per row.
+        num_sweeps: sweeps per read (annealers).
+        beta_range: (hot, cold) annealing schedule for ``ground``; ignored for ``thermal``.
+        beta_schedule: ``"geometric"`` or ``"linear"``.
+        beta: inverse temperature of ``thermal`` sampling.
+        keys: uint64 [B] counter-RNG keys of the rows (see `qsample.rng`).
+        batching: ``"auto"``, ``"per-row"`` or ``"union"``.
+        params: extra keyword arguments for the underlying sampler.
+    """
+
+    task: str
+    num_reads: int
+    num_sweeps: int | None
+    beta_range: tuple[float, float] | None
+    beta_schedule: str
+    beta: float
+    keys: np.ndarray
+    batching: str = "auto"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SolveResult:
+    """Reads of one step.
+
+    Attributes:
+        states: int8 [B, R, K]; rows with fewer reads are padded by ``read_mask``.
+        read_mask: bool [B, R], True where a read exists.
+        failures: object [B], None or the reason a row got no usable reads.
+        seconds: wall time spent in backend calls.
+        calls: number of backend calls made.
+        timing: backend-reported timing (e.g. QPU access time, microseconds), summed over calls.
+    """
+
+    states: np.ndarray
+    read_mask: np.ndarray
+    failures: np.ndarray
+    seconds: float = 0.0
+    calls: int = 0
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A solver for batches of one-hot problems.
+
+    Attributes:
+        name: registry name, shown in telemetry.
+        tasks: the tasks it can perform faithfully (``"ground"``, ``"thermal"``).
+        max_size: largest K it accepts (None: no limit).
+    """
+
+    name: str = "backend"
+    tasks: tuple[str, ...] = TASKS
+    max_size: int | None = None
+
+    @abstractmethod
+    def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
+        """Return reads for every row of ``problems``."""

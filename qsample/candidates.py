@@ -1,0 +1,144 @@
+"""Candidate selection: logits [B, V] -> the small block [B, K] the QUBO is built from.
+
+All work runs with torch on the logits' device, batch-first, with no Python loop over rows or
+the vocabulary, and ends in one device-to-host copy of the candidate block.
+
+For each row, with x = logits / T (computed in float32):
+
+1. rows holding +inf logits put all their mass, uniformly, on the +inf tokens;
+2. top-k: the k = min(top_k, V) largest x, sorted descending;
+3. top-p: keep the shortest prefix whose renormalised probability reaches top_p;
+4. min-p: drop candidates with p_i < min_p * p_max;
+5. -inf candidates are dropped, so K shrinks when fewer than top_k logits are finite.
+
+Because candidates are sorted, the kept set of a row is always a prefix of length ``sizes[b]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import LogitsError
+
+_MAX_EXACT_FLOAT32_ID = 1 << 24
+
+
+@dataclass(frozen=True)
+class CandidateBlock:
+    """Host copy of a step's candidates.
+
+    Attributes:
+        logits: float64 [B, K] tempered logits l_i / T, sorted descending, -inf past ``sizes``.
+        token_ids: int64 [B, K] vocabulary ids of the candidates (-1 past ``sizes``).
+        sizes: int64 [B] number of candidates kept per row (K_b >= 1).
+    """
+
+    logits: np.ndarray
+    token_ids: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.logits.shape[1])
+
+    def target_probs(self) -> np.ndarray:
+        """p [B, K]: softmax of the tempered logits over each row's candidates (0 past sizes)."""
+        shifted = self.logits - self.logits[:, :1]
+        weights = np.exp(shifted)  # exp(-inf) = 0 past sizes
+        return weights / weights.sum(axis=1, keepdims=True)
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    """Raise `LogitsError` unless logits is a 2-D floating tensor [B, V] with V >= 1."""
+    if not isinstance(logits, torch.Tensor):
+        raise LogitsError(f"logits must be a torch.Tensor [batch, vocab]; got {type(logits).__name__}")
+    if logits.dim() != 2:
+        hint = " (use logits.unsqueeze(0) for a single row)" if logits.dim() == 1 else ""
+        raise LogitsError(
+            f"logits must be 2-D [batch, vocab]; got shape {tuple(logits.shape)}{hint}"
+        )
+    if not logits.is_floating_point():
+        raise LogitsError(f"logits must have a floating dtype; got {logits.dtype}")
+    if logits.shape[1] == 0:
+        raise LogitsError("logits have an empty vocabulary dimension (V = 0)")
+
+
+def nan_rows_error(rows: np.ndarray) -> LogitsError:
+    return LogitsError(f"logits contain NaN in rows {_list_rows(rows)}")
+
+
+def _list_rows(rows: np.ndarray) -> str:
+    rows = [int(r) for r in rows]
+    shown = ", ".join(str(r) for r in rows[:20])
+    return f"[{shown}{', ...' if len(rows) > 20 else ''}] ({len(rows)} rows)"
+
+
+def select_candidates(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+) -> CandidateBlock:
+    """Filter and sort candidates on the logits' device, then copy the block to the host once.
+
+    Raises:
+        LogitsError: NaN rows, or rows with no finite logit (all -inf), naming the rows.
+    """
+    check_logits(logits)
+    if temperature <= 0:
+        raise ValueError("select_candidates needs temperature > 0 (0 is greedy, no candidates)")
+    batch, vocab = logits.shape
+    x = logits.float() / temperature
+    posinf = torch.isposinf(x)
+    has_posinf = posinf.any(dim=1, keepdim=True)
+    x = torch.where(has_posinf, torch.where(posinf, 0.0, float("-inf")), x)
+    nan_flag = torch.isnan(x).any(dim=1, keepdim=True)
+    x = torch.nan_to_num(x, nan=float("-inf"))
+
+    k = min(top_k, vocab)
+    values, ids = torch.topk(x, k, dim=1, sorted=True)
+    keep = torch.isfinite(values)
+    if top_p < 1.0 or min_p > 0.0:
+        probs = torch.softmax(values, dim=1)  # -inf -> 0; an all -inf row gives NaN, caught below
+        if top_p < 1.0:
+            mass_before = torch.cumsum(probs, dim=1) - probs
+            keep &= mass_before < top_p
+        if min_p > 0.0:
+            keep &= probs >= min_p * probs[:, :1]
+    values = values.masked_fill(~keep, float("-inf"))
+
+    if vocab < _MAX_EXACT_FLOAT32_ID:
+        packed = torch.cat([values, ids.to(torch.float32), nan_flag.to(torch.float32)], dim=1)
+        host = packed.cpu().numpy()  # the step's one device-to-host copy
+        host_values, host_ids, host_nan = host[:, :k], host[:, k : 2 * k], host[:, 2 * k]
+        host_ids = host_ids.astype(np.int64)
+    else:  # ids would not be exact in float32
+        host_values = values.cpu().numpy()
+        host_ids = ids.cpu().numpy()
+        host_nan = nan_flag.cpu().numpy()[:, 0]
+
+    if host_nan.any():
+        raise nan_rows_error(np.flatnonzero(host_nan))
+    host_values = host_values.astype(np.float64)
+    sizes = np.isfinite(host_values).sum(axis=1)
+    if (sizes == 0).any():
+        raise LogitsError(
+            f"logits rows {_list_rows(np.flatnonzero(sizes == 0))} have no finite value "
+            "(all -inf): nothing can be sampled"
+        )
+    host_ids = np.where(np.isfinite(host_values), host_ids, -1)
+    width = int(sizes.max())
+    return CandidateBlock(
+        logits=np.ascontiguousarray(host_values[:, :width]),
+        token_ids=np.ascontiguousarray(host_ids[:, :width]),
+        sizes=sizes.astype(np.int64),
+    )

@@ -1,0 +1,240 @@
+"""`QuantumSampler`: logits -> candidates -> one-hot QUBO -> backend -> token + telemetry.
+
+Target distribution (every mode): p = softmax(l / T) over the candidate set left by top-k, then
+top-p, then min-p, renormalised. ``temperature=0`` is greedy argmax with no backend call.
+
+Example:
+    >>> import torch
+    >>> from qsample import QuantumSampler, SamplerConfig
+    >>> sampler = QuantumSampler(SamplerConfig(mode="gumbel", backend="neal", top_k=8, seed=0))
+    >>> tokens = sampler.sample(torch.randn(4, 100))   # LongTensor [4] on the logits' device
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import rng
+from .backends import Backend, SolveRequest, SolveResult, make_backend
+from .candidates import CandidateBlock, check_logits, nan_rows_error, select_candidates
+from .config import SamplerConfig
+from .errors import BackendError, ConfigError
+from .modes import MODES, Mode
+from .telemetry import StepTelemetry, TelemetryLog
+
+#: Largest K at which a backend's thermal (``boltzmann``) sampling was measured faithful with the
+#: default settings; above it a warning states the measured distance (docs/fidelity.md).
+BOLTZMANN_FAITHFUL_K = {"neal": 64, "tree": 25, "exact": 20}
+
+
+class QuantumSampler:
+    """Samples one token per row of a logits batch with an annealer backend.
+
+    Args:
+        config: the `SamplerConfig` (defaults: gumbel mode, neal, top_k 64).
+        telemetry: record a `StepTelemetry` per call in ``self.telemetry``.
+        max_telemetry_steps: keep at most this many steps (None: all).
+    """
+
+    def __init__(
+        self,
+        config: SamplerConfig | None = None,
+        *,
+        telemetry: bool = True,
+        max_telemetry_steps: int | None = None,
+    ) -> None:
+        self.config = config if config is not None else SamplerConfig()
+        self.mode: Mode = MODES[self.config.mode]
+        self.backend: Backend = make_backend(self.config.backend)
+        self._check_backend()
+        self.telemetry = TelemetryLog(max_telemetry_steps)
+        self.record_telemetry = telemetry
+        self.last_step: StepTelemetry | None = None
+        self._calls = 0
+        seed = self.config.seed
+        self._base_seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+
+    def _check_backend(self) -> None:
+        cfg, backend = self.config, self.backend
+        if self.mode.task not in backend.tasks:
+            raise ConfigError(
+                "backend",
+                cfg.backend_name,
+                f"a backend that can do '{self.mode.task}' sampling for mode '{cfg.mode}' "
+                f"('{backend.name}' does only {', '.join(backend.tasks)})",
+            )
+        if backend.max_size is not None and cfg.top_k > backend.max_size and cfg.temperature > 0:
+            raise ConfigError(
+                "top_k", cfg.top_k, f"at most {backend.max_size} with backend '{backend.name}'"
+            )
+        limit = BOLTZMANN_FAITHFUL_K.get(backend.name)
+        if cfg.mode == "boltzmann" and limit is not None and cfg.top_k > limit:
+            warnings.warn(
+                f"boltzmann mode with backend '{backend.name}' is measured faithful only up to "
+                f"K = {limit} candidates; top_k={cfg.top_k} samples a distribution that can be "
+                "measurably off softmax (see docs/fidelity.md). Use mode='gumbel' for large K.",
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ public API
+
+    def sample(self, logits: torch.Tensor, *, row_seeds: Sequence[int] | np.ndarray | None = None
+               ) -> torch.Tensor:
+        """Sample one token per row.
+
+        Args:
+            logits: [B, V] floating tensor (any float dtype, CPU or CUDA, contiguous or not).
+            row_seeds: optional non-negative integer key per row. When given, row b's randomness
+                depends only on row_seeds[b] (not on the call count or on the other rows), which
+                adapters use for per-request seeds. Otherwise keys are hash(seed, call, row).
+
+        Returns:
+            LongTensor [B] of token ids on ``logits.device``.
+        """
+        start = time.perf_counter()
+        check_logits(logits)
+        batch = logits.shape[0]
+        step = self._calls
+        self._calls += 1
+        keys = self._keys(batch, step, row_seeds)
+        if batch == 0:
+            return torch.empty(0, dtype=torch.long, device=logits.device)
+        if self.config.temperature == 0:
+            return self._greedy(logits, step, start)
+
+        cfg = self.config
+        block = select_candidates(
+            logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p
+        )
+        defaults = self.mode.defaults(block.width)
+        penalty = cfg.penalty if cfg.penalty is not None else defaults.penalty
+        problems = self.mode.encode(block, keys, penalty)
+        request = SolveRequest(
+            task=self.mode.task,
+            num_reads=cfg.num_reads or defaults.num_reads,
+            num_sweeps=cfg.num_sweeps or defaults.num_sweeps,
+            beta_range=cfg.beta_range or defaults.beta_range,
+            beta_schedule=cfg.beta_schedule,
+            beta=1.0,
+            keys=keys,
+            batching=cfg.batching,
+            params=cfg.backend_params,
+        )
+        result = self._solve(problems, request)
+        choice, energy, valid_count, reason = self._decode(problems, result)
+
+        failed = reason != None  # noqa: E711 - elementwise on an object array
+        fallback = np.full(batch, None, dtype=object)
+        if failed.any():
+            rows = np.flatnonzero(failed)
+            if cfg.fallback == "error":
+                raise BackendError(
+                    f"backend '{self.backend.name}' gave no valid one-hot sample for rows "
+                    f"{rows.tolist()[:20]}: {reason[rows[0]]}"
+                )
+            probs = block.target_probs()[rows]
+            choice[rows] = rng.categorical(keys[rows], probs)
+            fallback[rows] = cfg.fallback
+
+        tokens = block.token_ids[np.arange(batch), choice]
+        out = torch.from_numpy(tokens).to(logits.device, non_blocking=True)
+        self._record(step, block, choice, tokens, energy, valid_count, result, fallback, reason,
+                     time.perf_counter() - start)
+        return out
+
+    # ------------------------------------------------------------------ steps
+
+    def _keys(self, batch: int, step: int, row_seeds: Any) -> np.ndarray:
+        if row_seeds is None:
+            return rng.row_keys(self._base_seed, step, batch)
+        if isinstance(row_seeds, torch.Tensor):
+            row_seeds = row_seeds.detach().cpu().numpy()
+        seeds = np.asarray(row_seeds)
+        if seeds.shape != (batch,) or (seeds.size and (seeds.dtype.kind not in "iu" or seeds.min() < 0)):
+            raise ConfigError("row_seeds", row_seeds, f"{batch} non-negative integers, one per row")
+        return rng.combine(self._base_seed, seeds.astype(np.uint64))
+
+    def _greedy(self, logits: torch.Tensor, step: int, start: float) -> torch.Tensor:
+        nan = torch.isnan(logits).any(dim=1)
+        if bool(nan.any()):
+            raise nan_rows_error(np.flatnonzero(nan.cpu().numpy()))
+        tokens = logits.argmax(dim=1)
+        if self.record_telemetry:
+            host = tokens.cpu().numpy()
+            batch = host.shape[0]
+            self._store(StepTelemetry(
+                step=step, mode="greedy", backend="none", k=np.ones(batch, np.int64),
+                token_id=host, rank=np.zeros(batch, np.int64), target_prob=np.ones(batch),
+                entropy=np.zeros(batch), energy=np.full(batch, np.nan),
+                valid_reads=np.zeros(batch, np.int64), num_reads=np.zeros(batch, np.int64),
+                fallback=np.full(batch, None, object), fallback_reason=np.full(batch, None, object),
+                sampler_seconds=time.perf_counter() - start,
+            ))
+        return tokens
+
+    def _solve(self, problems, request: SolveRequest) -> SolveResult:
+        batch, width = problems.batch_size, problems.width
+        try:
+            result = self.backend.solve(problems, request)
+            self._check_result(result, batch, width)
+            return result
+        except Exception as exc:  # noqa: BLE001 - a failing backend is policy, not a crash
+            failures = np.full(batch, f"{type(exc).__name__}: {exc}", dtype=object)
+            return SolveResult(np.zeros((batch, 1, width), np.int8), np.zeros((batch, 1), bool),
+                               failures)
+
+    @staticmethod
+    def _check_result(result: SolveResult, batch: int, width: int) -> None:
+        states = result.states
+        if states.ndim != 3 or states.shape[0] != batch or states.shape[2] != width:
+            raise ValueError(f"backend returned states of shape {states.shape}, "
+                             f"expected ({batch}, reads, {width})")
+        if result.read_mask.shape != states.shape[:2] or result.failures.shape != (batch,):
+            raise ValueError("backend returned a read mask or failure list of the wrong shape")
+        if not np.isin(states, (0, 1)).all():
+            raise ValueError("backend returned non-binary states")
+
+    def _decode(self, problems, result: SolveResult):
+        """Chosen candidate index, its energy, valid-read count and failure reason per row."""
+        states = result.states
+        inside = problems.variable_mask[:, None, :]
+        ones = states.sum(axis=2, dtype=np.int64)
+        valid = result.read_mask & (ones == 1) & ~(states.astype(bool) & ~inside).any(axis=2)
+        energies = problems.energies(states)
+        pick = self.mode.choose(energies, valid)
+        rows = np.arange(problems.batch_size)
+        choice = np.argmax(states[rows, pick], axis=1)
+        energy = energies[rows, pick]
+        valid_count = valid.sum(axis=1)
+        reason = result.failures.copy()
+        none_valid = (valid_count == 0) & (reason == None)  # noqa: E711
+        reason[none_valid] = f"no valid one-hot read among {states.shape[1]}"
+        energy = np.where(valid_count > 0, energy, np.nan)
+        return choice, energy, valid_count, reason
+
+    def _record(self, step, block: CandidateBlock, choice, tokens, energy, valid_count,
+                result: SolveResult, fallback, reason, seconds) -> None:
+        if not self.record_telemetry:
+            return
+        probs = block.target_probs()
+        rows = np.arange(block.batch_size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
+        energy = np.where(fallback == None, energy, np.nan)  # noqa: E711
+        self._store(StepTelemetry(
+            step=step, mode=self.mode.name, backend=self.backend.name, k=block.sizes.copy(),
+            token_id=tokens, rank=choice, target_prob=probs[rows, choice], entropy=entropy,
+            energy=energy, valid_reads=valid_count, num_reads=result.read_mask.sum(axis=1),
+            fallback=fallback, fallback_reason=reason, backend_seconds=result.seconds,
+            backend_calls=result.calls, backend_timing=result.timing, sampler_seconds=seconds,
+        ))
+
+    def _store(self, step: StepTelemetry) -> None:
+        self.last_step = step
+        self.telemetry.append(step)

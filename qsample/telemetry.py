@@ -1,0 +1,124 @@
+"""Telemetry: what happened in each row of each step, kept columnar (numpy arrays per step) so
+recording costs no per-row Python work; expanded to JSON records only when read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROW_FIELDS = (
+    "k", "token_id", "rank", "target_prob", "entropy", "energy",
+    "valid_reads", "num_reads", "fallback", "fallback_reason",
+)
+
+
+@dataclass
+class StepTelemetry:
+    """One sampler call. Per-row arrays have length B.
+
+    Row fields: ``k`` candidates, chosen ``token_id``, its ``rank`` among candidates (0 = most
+    likely), its ``target_prob``, the candidate ``entropy`` (nats), the chosen read's ``energy``
+    (NaN when a fallback chose), ``valid_reads`` / ``num_reads``, ``fallback`` (None or the policy
+    used) and ``fallback_reason``. Step fields: backend wall time and calls, backend-reported
+    ``backend_timing`` (e.g. QPU microseconds) and the whole call's ``sampler_seconds``.
+    """
+
+    step: int
+    mode: str
+    backend: str
+    k: np.ndarray
+    token_id: np.ndarray
+    rank: np.ndarray
+    target_prob: np.ndarray
+    entropy: np.ndarray
+    energy: np.ndarray
+    valid_reads: np.ndarray
+    num_reads: np.ndarray
+    fallback: np.ndarray
+    fallback_reason: np.ndarray
+    backend_seconds: float = 0.0
+    backend_calls: int = 0
+    backend_timing: dict[str, float] = field(default_factory=dict)
+    sampler_seconds: float = 0.0
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.token_id.shape[0])
+
+    @property
+    def fallback_count(self) -> int:
+        return int(sum(f is not None for f in self.fallback))
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """One JSON-serialisable dict per row."""
+        columns = {name: getattr(self, name).tolist() for name in ROW_FIELDS}
+        for row in range(self.batch_size):
+            record: dict[str, Any] = {"step": self.step, "row": row, "mode": self.mode,
+                                      "backend": self.backend}
+            record.update({name: columns[name][row] for name in ROW_FIELDS})
+            if record["energy"] != record["energy"]:  # NaN is not valid JSON
+                record["energy"] = None
+            record["backend_seconds"] = self.backend_seconds
+            record["batch_size"] = self.batch_size
+            if self.backend_timing:
+                record["backend_timing"] = self.backend_timing
+            yield record
+
+
+class TelemetryLog:
+    """The steps recorded by a sampler (keep at most ``max_steps``; None keeps all)."""
+
+    def __init__(self, max_steps: int | None = None) -> None:
+        self.max_steps = max_steps
+        self.steps: list[StepTelemetry] = []
+
+    def append(self, step: StepTelemetry) -> None:
+        self.steps.append(step)
+        if self.max_steps is not None and len(self.steps) > self.max_steps:
+            del self.steps[: len(self.steps) - self.max_steps]
+
+    def clear(self) -> None:
+        self.steps.clear()
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for step in self.steps:
+            yield from step.records()
+
+    def write_jsonl(self, path: str | Path) -> int:
+        """Write one JSON line per row per step; returns the number of lines."""
+        lines = 0
+        with open(path, "w", encoding="utf-8") as out:
+            for record in self.records():
+                out.write(json.dumps(record) + "\n")
+                lines += 1
+        return lines
+
+    def summary(self) -> dict[str, Any]:
+        """Totals: tokens, steps, fallbacks, valid-read rate, time and the backend's share."""
+        tokens = sum(s.batch_size for s in self.steps)
+        sampler_s = sum(s.sampler_seconds for s in self.steps)
+        backend_s = sum(s.backend_seconds for s in self.steps)
+        reads = sum(int(s.num_reads.sum()) for s in self.steps)
+        valid = sum(int(s.valid_reads.sum()) for s in self.steps)
+        timing: dict[str, float] = {}
+        for s in self.steps:
+            for key, value in s.backend_timing.items():
+                timing[key] = timing.get(key, 0.0) + value
+        fallbacks = sum(s.fallback_count for s in self.steps)
+        return {
+            "steps": len(self.steps),
+            "tokens": tokens,
+            "fallbacks": fallbacks,
+            "fallback_rate": fallbacks / tokens if tokens else 0.0,
+            "valid_read_rate": valid / reads if reads else None,
+            "backend_calls": sum(s.backend_calls for s in self.steps),
+            "sampler_seconds": sampler_s,
+            "backend_seconds": backend_s,
+            "backend_share": backend_s / sampler_s if sampler_s else None,
+            "backend_timing": timing,
+        }
