@@ -101,8 +101,9 @@ def select_candidates(
     posinf = torch.isposinf(x)
     has_posinf = posinf.any(dim=1, keepdim=True)
     x = torch.where(has_posinf, torch.where(posinf, 0.0, float("-inf")), x)
-    nan_flag = torch.isnan(x).any(dim=1, keepdim=True)
-    x = torch.nan_to_num(x, nan=float("-inf"))
+    nan = torch.isnan(x)
+    nan_flag = nan.any(dim=1, keepdim=True)
+    x = x.masked_fill(nan, float("-inf"))
 
     k = min(top_k, vocab)
     values, ids = torch.topk(x, k, dim=1, sorted=True)
