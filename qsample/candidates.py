@@ -58,7 +58,8 @@ class CandidateBlock:
 def check_logits(logits: torch.Tensor) -> None:
     """Raise `LogitsError` unless logits is a 2-D floating tensor [B, V] with V >= 1."""
     if not isinstance(logits, torch.Tensor):
-        raise LogitsError(f"logits must be a torch.Tensor [batch, vocab]; got {type(logits).__name__}")
+        raise LogitsError(
+            f"logits must be a torch.Tensor [batch, vocab]; got {type(logits).__name__}")
     if logits.dim() != 2:
         hint = " (use logits.unsqueeze(0) for a single row)" if logits.dim() == 1 else ""
         raise LogitsError(
@@ -96,7 +97,7 @@ def select_candidates(
     check_logits(logits)
     if temperature <= 0:
         raise ValueError("select_candidates needs temperature > 0 (0 is greedy, no candidates)")
-    batch, vocab = logits.shape
+    vocab = logits.shape[1]
     x = logits.float() / temperature
     posinf = torch.isposinf(x)
     has_posinf = posinf.any(dim=1, keepdim=True)

@@ -76,8 +76,9 @@ class SamplerConfig:
     """Configuration of a `QuantumSampler`.
 
     Attributes:
-        mode: QUBO encoding. ``"gumbel"`` (perturb-and-MAP: the ground state is an exact sample)
-            or ``"boltzmann"`` (thermal sampling of the one-hot Ising model at inverse temperature 1).
+        mode: QUBO encoding. ``"gumbel"`` (perturb-and-MAP: the ground state is an exact
+            sample) or ``"boltzmann"`` (thermal sampling of the one-hot Ising model at inverse
+            temperature 1).
         backend: a registered backend name (``qsample.available_backends()``: ``"neal"``,
             ``"tabu"``, ``"tree"``, ``"exact"``) or any ``dimod.Sampler`` instance.
         top_k: at most this many candidates (the K of the QUBO); shrinks to V or to the number of
@@ -173,7 +174,8 @@ class SamplerConfig:
         put("fallback", _as_choice("fallback", self.fallback, FALLBACKS))
         put("batching", _as_choice("batching", self.batching, BATCHING))
         if not isinstance(self.backend_params, Mapping):
-            raise ConfigError("backend_params", self.backend_params, "a mapping of keyword arguments")
+            raise ConfigError("backend_params", self.backend_params,
+                              "a mapping of keyword arguments")
         put("backend_params", dict(self.backend_params))
 
     @classmethod

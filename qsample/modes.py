@@ -73,7 +73,7 @@ class GumbelMode(Mode):
     task = "ground"
 
     def defaults(self, width: int) -> ModeDefaults:
-        return ModeDefaults(penalty=1.0, num_reads=10, num_sweeps=100, beta_range=(0.1, 10.0))
+        return ModeDefaults(penalty=1.0, num_reads=5, num_sweeps=30, beta_range=(0.1, 10.0))
 
     def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
         perturbed = block.logits + rng.gumbel(keys, block.width)
@@ -88,7 +88,7 @@ class BoltzmannMode(Mode):
     task = "thermal"
 
     def defaults(self, width: int) -> ModeDefaults:
-        return ModeDefaults(penalty=2.0, num_reads=8, num_sweeps=50)
+        return ModeDefaults(penalty=1.5, num_reads=8, num_sweeps=20)
 
     def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
         top = block.logits[:, :1]

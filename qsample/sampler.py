@@ -58,7 +58,9 @@ class QuantumSampler:
         self.last_step: StepTelemetry | None = None
         self._calls = 0
         seed = self.config.seed
-        self._base_seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**63)
+        self._base_seed = seed
 
     def _check_backend(self) -> None:
         cfg, backend = self.config, self.backend
@@ -117,7 +119,8 @@ class QuantumSampler:
         problems = self.mode.encode(block, keys, penalty)
         request = SolveRequest(
             task=self.mode.task,
-            num_reads=cfg.num_reads or defaults.num_reads,
+            num_reads=(cfg.num_reads or self.backend.default_num_reads(self.mode.task)
+                       or defaults.num_reads),
             num_sweeps=cfg.num_sweeps or defaults.num_sweeps,
             beta_range=cfg.beta_range or defaults.beta_range,
             beta_schedule=cfg.beta_schedule,
@@ -156,7 +159,8 @@ class QuantumSampler:
         if isinstance(row_seeds, torch.Tensor):
             row_seeds = row_seeds.detach().cpu().numpy()
         seeds = np.asarray(row_seeds)
-        if seeds.shape != (batch,) or (seeds.size and (seeds.dtype.kind not in "iu" or seeds.min() < 0)):
+        integral = seeds.dtype.kind in "iu"
+        if seeds.shape != (batch,) or (seeds.size and (not integral or seeds.min() < 0)):
             raise ConfigError("row_seeds", row_seeds, f"{batch} non-negative integers, one per row")
         return rng.combine(self._base_seed, seeds.astype(np.uint64))
 
@@ -184,7 +188,7 @@ class QuantumSampler:
             result = self.backend.solve(problems, request)
             self._check_result(result, batch, width)
             return result
-        except Exception as exc:  # noqa: BLE001 - a failing backend is policy, not a crash
+        except Exception as exc:
             failures = np.full(batch, f"{type(exc).__name__}: {exc}", dtype=object)
             return SolveResult(np.zeros((batch, 1, width), np.int8), np.zeros((batch, 1), bool),
                                failures)

@@ -16,14 +16,14 @@ def reference_candidates(row, temperature, top_k, top_p, min_p):
     p = np.exp(x[order] - x[order][0])
     p /= p.sum()
     keep, mass = [], 0.0
-    for i, pi in zip(order, p):
+    for i, pi in zip(order, p, strict=True):
         if mass >= top_p:
             break
         keep.append(i)
         mass += pi
     p_keep = np.exp(x[keep] - x[keep][0])
     p_keep /= p_keep.sum()
-    return [i for i, pi in zip(keep, p_keep) if pi >= min_p * p_keep[0]]
+    return [i for i, pi in zip(keep, p_keep, strict=True) if pi >= min_p * p_keep[0]]
 
 
 @pytest.mark.parametrize("top_k, top_p, min_p", [(5, 1.0, 0.0), (50, 0.8, 0.0), (50, 1.0, 0.1),

@@ -50,7 +50,8 @@ def test_union_bqm_is_the_disjoint_sum(problems):
     for _ in range(20):
         x = {v: int(rng.integers(2)) for v in union.variables}
         rows = [[x[b * 4 + i] for i in range(problems.sizes[b])] for b in range(2)]
-        want = sum(direct_energy(problems.weights[b], problems.penalty[b], rows[b]) for b in range(2))
+        want = sum(direct_energy(problems.weights[b], problems.penalty[b], rows[b])
+                   for b in range(2))
         assert np.isclose(union.energy(x), want)
 
 

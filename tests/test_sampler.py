@@ -163,7 +163,7 @@ def test_one_failing_row_does_not_touch_the_others():
 def test_backend_capabilities_are_checked_at_construction():
     with pytest.raises(ConfigError, match="thermal"):
         QuantumSampler(SamplerConfig(mode="boltzmann", backend="tabu"))
-    with pytest.raises(ConfigError, match="top_k.*at most 25"):
+    with pytest.raises(ConfigError, match=r"top_k.*at most 25"):
         QuantumSampler(SamplerConfig(backend="tree", top_k=64))
 
 

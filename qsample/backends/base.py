@@ -83,6 +83,11 @@ class Backend(ABC):
     tasks: tuple[str, ...] = TASKS
     max_size: int | None = None
 
+    def default_num_reads(self, task: str) -> int | None:
+        """Reads per row this backend needs for ``task`` when the config leaves num_reads None
+        (None: the mode's default)."""
+        return None
+
     @abstractmethod
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         """Return reads for every row of ``problems``."""

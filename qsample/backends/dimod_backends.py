@@ -110,7 +110,7 @@ class DimodBackend(Backend):
                 sampleset = self.run(bqm, request, int(seeds[row]), request.keys[row : row + 1])
                 reads[row] = _records(sampleset, np.arange(int(problems.sizes[row])))
                 _add_timing(timing, sampleset.info)
-            except Exception as exc:  # noqa: BLE001 - the policy is applied by the sampler
+            except Exception as exc:
                 failures[row] = f"{type(exc).__name__}: {exc}"
             seconds += time.perf_counter() - start
         most = max((r.shape[0] for r in reads if r is not None), default=1)
@@ -134,7 +134,7 @@ class DimodBackend(Backend):
             sampleset = self.run(bqm, request, seed, request.keys)
             samples = _records(sampleset, labels)
             _add_timing(timing, sampleset.info)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             failures[:] = f"{type(exc).__name__}: {exc}"
             states = np.zeros((batch, 1, width), dtype=np.int8)
             return SolveResult(states, np.zeros((batch, 1), bool), failures,
@@ -193,6 +193,9 @@ class TabuBackend(DimodBackend):
 
         super().__init__(TabuSampler(), "tabu")
 
+    def default_num_reads(self, task: str) -> int | None:
+        return 1  # tabu escapes local minima itself; restarts cost a full timeout each
+
     def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
         args: dict[str, Any] = {"num_reads": request.num_reads, "seed": seed, "timeout": 1}
         args.update(request.params)
@@ -217,12 +220,15 @@ class TreeBackend(DimodBackend):
         super().__init__(TreeDecompositionSampler(), "tree")
         self.solver = TreeDecompositionSolver()
 
+    def default_num_reads(self, task: str) -> int | None:
+        return 1 if task == "ground" else None  # the solver's one read is the exact optimum
+
     def sampler_for(self, task: str):
         return self.sampler if task == "thermal" else self.solver
 
     def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
         if request.task == "ground":
-            args: dict[str, Any] = {"num_reads": 1}
+            args: dict[str, Any] = {"num_reads": request.num_reads}
         else:
             args = {"num_reads": request.num_reads, "beta": request.beta,
                     "marginals": False, "seed": seed}
@@ -245,6 +251,9 @@ class ExactBackend(DimodBackend):
         import dimod
 
         super().__init__(dimod.ExactSolver(), "exact")
+
+    def default_num_reads(self, task: str) -> int | None:
+        return 1 if task == "ground" else None
 
     def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
         return dict(request.params)

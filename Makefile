@@ -1,0 +1,21 @@
+# qsample: `make run` sets up and runs the main job; `make test` sets up and runs every test.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup run test lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) examples/quickstart.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest -n 2 -q
+
+bench: setup
+	$(VENV)/bin/qsample bench --json docs/bench/sampler_step.json

@@ -1,0 +1,125 @@
+"""Sampler step-time benchmark: qsample against the classical floor, in one run.
+
+For each batch size B, candidate count K and (mode, backend), time ``QuantumSampler.sample`` on
+logits [B, V] and, in the same run on the same logits, the classical floor: torch top-k over V,
+softmax at the same temperature and ``torch.multinomial`` over the same K candidates. Reports
+medians over repeats and the ratio qsample / floor; writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import SamplerConfig
+from .sampler import QuantumSampler
+
+DEFAULT_COMBOS = (("gumbel", "neal"), ("boltzmann", "neal"), ("gumbel", "tabu"),
+                  ("gumbel", "tree"), ("boltzmann", "tree"))
+
+
+@dataclass
+class BenchRow:
+    mode: str
+    backend: str
+    batch: int
+    k: int
+    median_ms: float
+    floor_ms: float
+    ratio: float
+    per_row_ms: float
+    backend_share: float | None
+    fallback_rate: float
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def classical_floor(logits: torch.Tensor, k: int, temperature: float,
+                    generator: torch.Generator) -> torch.Tensor:
+    """torch top-k + multinomial over the same candidates: the cost of ordinary sampling."""
+    values, ids = torch.topk(logits.float() / temperature, k, dim=1)
+    choice = torch.multinomial(torch.softmax(values, dim=1), 1, generator=generator)
+    return ids.gather(1, choice).squeeze(1)
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: imports, caches, first-call costs
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def run_bench(
+    batches: Sequence[int] = (1, 8, 64),
+    ks: Sequence[int] = (16, 64),
+    combos: Sequence[tuple[str, str]] = DEFAULT_COMBOS,
+    vocab: int = 49152,
+    repeats: int = 5,
+    temperature: float = 0.8,
+    log=print,
+) -> list[BenchRow]:
+    rows: list[BenchRow] = []
+    for k in ks:
+        for batch in batches:
+            logits = torch.randn(batch, vocab, generator=torch.Generator().manual_seed(batch)) * 3
+            gen = torch.Generator().manual_seed(0)
+            floor = _median_ms(
+                lambda x=logits, k=k, g=gen: classical_floor(x, k, temperature, g), repeats)
+            for mode, backend in combos:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        sampler = QuantumSampler(SamplerConfig(
+                            mode=mode, backend=backend, top_k=k, temperature=temperature, seed=0))
+                except ValueError as exc:  # e.g. tree at K > 25
+                    log(f"skip {mode}/{backend} K={k}: {exc}")
+                    continue
+                median = _median_ms(lambda s=sampler, x=logits: s.sample(x), repeats)
+                summary = sampler.telemetry.summary()
+                row = BenchRow(mode, backend, batch, k, median, floor, median / floor,
+                               median / batch, summary["backend_share"],
+                               summary["fallback_rate"], repeats)
+                rows.append(row)
+                log(format_row(row))
+    return rows
+
+
+HEADER = (f"{'mode':10s} {'backend':8s} {'B':>4s} {'K':>4s} {'median ms':>10s} "
+          f"{'floor ms':>9s} {'ratio':>8s} {'ms/row':>8s} {'backend%':>8s} {'fallback':>8s}")
+
+
+def format_row(row: BenchRow) -> str:
+    share = f"{100 * row.backend_share:7.1f}%" if row.backend_share is not None else "       -"
+    return (f"{row.mode:10s} {row.backend:8s} {row.batch:4d} {row.k:4d} {row.median_ms:10.2f} "
+            f"{row.floor_ms:9.3f} {row.ratio:8.0f}x {row.per_row_ms:8.3f} {share} "
+            f"{row.fallback_rate:8.4f}")
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    return "\n".join([HEADER, *(format_row(r) for r in rows)])
+
+
+def write_json(rows: Sequence[BenchRow], path: str | Path, **meta: Any) -> None:
+    payload = {
+        "benchmark": "qsample sampler step time vs classical floor (torch top-k + multinomial)",
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "processor": platform.processor()},
+        **meta,
+        "rows": [r.to_dict() for r in rows],
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up qsample in a virtual environment (.venv, or $QSAMPLE_VENV). Idempotent: a stamp of the
+# inputs makes a second run return at once. The CPU torch wheel that lies on disk on the project's
+# machines is installed first, so no CUDA torch is ever pulled in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${QSAMPLE_VENV:-.venv}
+TORCH_WHEEL_DIR=${QSAMPLE_TORCH_WHEELS:-/opt/wheels}
+stamp="$VENV/.qsample-setup-stamp"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-32)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+    exit 0
+fi
+
+echo "qsample setup: creating $VENV" >&2
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    wheel=$(ls "$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n 1 || true)
+    if [ -n "$wheel" ]; then
+        echo "qsample setup: installing CPU torch from $wheel" >&2
+        "${pip[@]}" "$wheel"
+    else
+        echo "qsample setup: no CPU torch wheel in $TORCH_WHEEL_DIR; installing torch==2.13.0" >&2
+        "${pip[@]}" "torch==2.13.0"
+    fi
+fi
+
+echo "qsample setup: installing qsample and its test tools" >&2
+"${pip[@]}" -e ".[test]"
+echo "$want" > "$stamp"
+echo "qsample setup: done" >&2
