@@ -3,7 +3,7 @@
 All work runs with torch on the logits' device, batch-first, with no Python loop over rows or
 the vocabulary, and ends in one device-to-host copy of the candidate block.
 
-For each row, with x = logits / T (computed in float32):
+For each row, with x = (logits - max) / T (computed in float32; the shift leaves softmax as it is):
 
 1. rows holding +inf logits put all their mass, uniformly, on the +inf tokens;
 2. top-k: the k = min(top_k, V) largest x, sorted descending;
@@ -31,7 +31,8 @@ class CandidateBlock:
     """Host copy of a step's candidates.
 
     Attributes:
-        logits: float64 [B, K] tempered logits l_i / T, sorted descending, -inf past ``sizes``.
+        logits: float64 [B, K] tempered logits (l_i - max_j l_j) / T, sorted descending, -inf
+            past ``sizes``.
         token_ids: int64 [B, K] vocabulary ids of the candidates (-1 past ``sizes``).
         sizes: int64 [B] number of candidates kept per row (K_b >= 1).
     """
@@ -98,13 +99,17 @@ def select_candidates(
     if temperature <= 0:
         raise ValueError("select_candidates needs temperature > 0 (0 is greedy, no candidates)")
     vocab = logits.shape[1]
-    x = logits.float() / temperature
+    x = logits.float()
     posinf = torch.isposinf(x)
     has_posinf = posinf.any(dim=1, keepdim=True)
     x = torch.where(has_posinf, torch.where(posinf, 0.0, float("-inf")), x)
     nan = torch.isnan(x)
     nan_flag = nan.any(dim=1, keepdim=True)
     x = x.masked_fill(nan, float("-inf"))
+    # subtract the row max before dividing by T: a tiny T then sends the others to -inf
+    # instead of overflowing several tokens to +inf (softmax is shift-invariant)
+    top = x.amax(dim=1, keepdim=True)
+    x = (x - torch.where(torch.isfinite(top), top, 0.0)) / temperature
 
     k = min(top_k, vocab)
     values, ids = torch.topk(x, k, dim=1, sorted=True)

@@ -201,15 +201,16 @@ class SamplerConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (a sampler instance is shown by its class name)."""
         out = {f: getattr(self, f) for f in self.field_names()}
-        if not isinstance(self.backend, str):
-            out["backend"] = type(self.backend).__name__
+        out["backend"] = self.backend_name
         if self.beta_range is not None:
             out["beta_range"] = list(self.beta_range)
         return out
 
     @property
     def backend_name(self) -> str:
-        return self.backend if isinstance(self.backend, str) else type(self.backend).__name__
+        if isinstance(self.backend, str):
+            return self.backend
+        return getattr(self.backend, "name", None) or type(self.backend).__name__
 
 
 def _is_dimod_sampler(obj: Any) -> bool:

@@ -210,3 +210,33 @@ def test_max_telemetry_steps_bounds_memory():
     for _ in range(5):
         sampler.sample(logits_batch(batch=2))
     assert [s.step for s in sampler.telemetry.steps] == [3, 4]
+
+
+class RecordingSampler(dimod.Sampler):
+    """A dimod sampler that records its keyword arguments and enumerates exactly."""
+
+    def __init__(self):
+        self.parameters = {"num_reads": [], "seed": [], "num_sweeps": [], "beta_range": []}
+        self.properties = {}
+        self.calls = []
+
+    def sample(self, bqm, **kwargs):
+        self.calls.append(kwargs)
+        ground = dimod.ExactSolver().sample(bqm).lowest().truncate(1)
+        reads = kwargs.get("num_reads", 1)
+        return dimod.SampleSet.from_samples_bqm(
+            (np.repeat(ground.record.sample, reads, axis=0), list(ground.variables)), bqm)
+
+
+@pytest.mark.parametrize("mode, beta_range", [("gumbel", [0.1, 10.0]), ("boltzmann", [1.0, 1.0])])
+def test_user_sampler_gets_the_parameters_it_declares(mode, beta_range):
+    backend = RecordingSampler()
+    sampler = QuantumSampler(SamplerConfig(mode=mode, backend=backend, top_k=4, seed=0,
+                                           num_reads=3, num_sweeps=7))
+    sampler.sample(logits_batch(batch=2))
+    assert len(backend.calls) == 2  # per-row by default for user samplers
+    call = backend.calls[0]
+    assert call["num_reads"] == 3 and call["num_sweeps"] == 7
+    assert call["beta_range"] == beta_range
+    assert 0 <= call["seed"] < 2**31
+    assert "beta" not in call  # not declared

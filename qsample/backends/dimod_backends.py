@@ -59,7 +59,8 @@ class DimodBackend(Backend):
 
     Subclasses override `sampler_for` and `arguments`; this class passes the generic ones the
     sampler declares in ``sampler.parameters`` (``num_reads``, ``seed``, ``num_sweeps``,
-    ``beta_range``) and treats it as able to do both tasks (faithfulness is the user's claim).
+    ``beta_range``; for ``thermal`` also ``beta``, and ``beta_range=[beta, beta]``) and treats it
+    as able to do both tasks (faithfulness is the user's claim).
     """
 
     default_batching = "per-row"
@@ -76,11 +77,16 @@ class DimodBackend(Backend):
 
     def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
         declared = getattr(self.sampler, "parameters", {}) or {}
+        if request.task == "thermal":  # a fixed inverse temperature, however it is spelled
+            beta_range = [request.beta, request.beta]
+        else:
+            beta_range = list(request.beta_range) if request.beta_range else None
         candidates = {
             "num_reads": request.num_reads,
             "seed": seed,
             "num_sweeps": request.num_sweeps,
-            "beta_range": list(request.beta_range) if request.beta_range else None,
+            "beta_range": beta_range,
+            "beta": request.beta if request.task == "thermal" else None,
         }
         args = {k: v for k, v in candidates.items() if k in declared and v is not None}
         args.update(request.params)
