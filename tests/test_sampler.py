@@ -1,6 +1,7 @@
 """QuantumSampler: shapes and devices, seeds, greedy, fallback policy, telemetry."""
 
 import json
+from typing import ClassVar
 
 import dimod
 import numpy as np
@@ -215,9 +216,11 @@ def test_max_telemetry_steps_bounds_memory():
 class RecordingSampler(dimod.Sampler):
     """A dimod sampler that records its keyword arguments and enumerates exactly."""
 
+    parameters: ClassVar[dict] = {"num_reads": [], "seed": [], "num_sweeps": [],
+                                  "beta_range": []}
+    properties: ClassVar[dict] = {}
+
     def __init__(self):
-        self.parameters = {"num_reads": [], "seed": [], "num_sweeps": [], "beta_range": []}
-        self.properties = {}
         self.calls = []
 
     def sample(self, bqm, **kwargs):
