@@ -5,8 +5,9 @@ the vocabulary, and ends in one device-to-host copy of the candidate block.
 
 For each row, with x = (logits - max) / T (computed in float32; the shift leaves softmax as it is):
 
-1. rows holding +inf logits put all their mass, uniformly, on the +inf tokens;
-2. top-k: the k = min(top_k, V) largest x, sorted descending;
+1. top-k: the k = min(top_k, V) largest x, sorted descending (one pass over V; the rest works on
+   the [B, k] block);
+2. rows holding +inf logits put all their mass, uniformly, on their +inf tokens among the top k;
 3. top-p: keep the shortest prefix whose renormalised probability reaches top_p;
 4. min-p: drop candidates with p_i < min_p * p_max;
 5. -inf candidates are dropped, so K shrinks when fewer than top_k logits are finite.
@@ -98,21 +99,19 @@ def select_candidates(
     check_logits(logits)
     if temperature <= 0:
         raise ValueError("select_candidates needs temperature > 0 (0 is greedy, no candidates)")
-    vocab = logits.shape[1]
-    x = logits.float()
-    posinf = torch.isposinf(x)
-    has_posinf = posinf.any(dim=1, keepdim=True)
-    x = torch.where(has_posinf, torch.where(posinf, 0.0, float("-inf")), x)
-    nan = torch.isnan(x)
-    nan_flag = nan.any(dim=1, keepdim=True)
-    x = x.masked_fill(nan, float("-inf"))
+    k = min(top_k, logits.shape[1])
+    # The only pass over the vocabulary: tempering and shifting keep the order, and topk sorts
+    # NaN first, then +inf, so every check below runs on the small [B, k] block.
+    values, ids = torch.topk(logits, k, dim=1, sorted=True)
+    values = values.float()
+    nan_flag = torch.isnan(values[:, :1])
+    posinf = torch.isposinf(values)
+    values = torch.where(posinf[:, :1], torch.where(posinf, 0.0, float("-inf")), values)
+    values = values.masked_fill(torch.isnan(values), float("-inf"))
     # subtract the row max before dividing by T: a tiny T then sends the others to -inf
     # instead of overflowing several tokens to +inf (softmax is shift-invariant)
-    top = x.amax(dim=1, keepdim=True)
-    x = (x - torch.where(torch.isfinite(top), top, 0.0)) / temperature
-
-    k = min(top_k, vocab)
-    values, ids = torch.topk(x, k, dim=1, sorted=True)
+    top = values[:, :1]
+    values = (values - torch.where(torch.isfinite(top), top, 0.0)) / temperature
     keep = torch.isfinite(values)
     if top_p < 1.0 or min_p > 0.0:
         probs = torch.softmax(values, dim=1)  # -inf -> 0; an all -inf row gives NaN, caught below
@@ -123,7 +122,7 @@ def select_candidates(
             keep &= probs >= min_p * probs[:, :1]
     values = values.masked_fill(~keep, float("-inf"))
 
-    if vocab < _MAX_EXACT_FLOAT32_ID:
+    if logits.shape[1] < _MAX_EXACT_FLOAT32_ID:
         packed = torch.cat([values, ids.to(torch.float32), nan_flag.to(torch.float32)], dim=1)
         host = packed.cpu().numpy()  # the step's one device-to-host copy
         host_values, host_ids, host_nan = host[:, :k], host[:, k : 2 * k], host[:, 2 * k]
