@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .config import SamplerConfig
+from .errors import ConfigError
 from .sampler import QuantumSampler
 
 DEFAULT_COMBOS = (("gumbel", "neal"), ("boltzmann", "neal"), ("gumbel", "tabu"),
@@ -80,12 +81,13 @@ def run_bench(
             floor = _median_ms(
                 lambda x=logits, k=k, g=gen: classical_floor(x, k, temperature, g), repeats)
             for mode, backend in combos:
+                config = SamplerConfig(mode=mode, backend=backend, top_k=k,
+                                       temperature=temperature, seed=0)  # bad names raise
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        sampler = QuantumSampler(SamplerConfig(
-                            mode=mode, backend=backend, top_k=k, temperature=temperature, seed=0))
-                except ValueError as exc:  # e.g. tree at K > 25
+                        sampler = QuantumSampler(config)
+                except ConfigError as exc:  # a backend that cannot do this K or mode
                     log(f"skip {mode}/{backend} K={k}: {exc}")
                     continue
                 median = _median_ms(lambda s=sampler, x=logits: s.sample(x), repeats)

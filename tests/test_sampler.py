@@ -243,3 +243,25 @@ def test_user_sampler_gets_the_parameters_it_declares(mode, beta_range):
     assert call["beta_range"] == beta_range
     assert 0 <= call["seed"] < 2**31
     assert "beta" not in call  # not declared
+
+
+def test_bad_logits_through_the_sampler_name_the_rows():
+    sampler = QuantumSampler(SamplerConfig(top_k=4))
+    logits = logits_batch(batch=4)
+    logits[2, 5] = float("nan")
+    with pytest.raises(LogitsError, match=r"rows \[2\]"):
+        sampler.sample(logits)
+    logits = logits_batch(batch=4)
+    logits[1] = float("-inf")
+    with pytest.raises(LogitsError, match=r"rows \[1\]"):
+        sampler.sample(logits)
+    with pytest.raises(LogitsError, match="unsqueeze"):
+        sampler.sample(logits[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_logits_give_the_same_tokens(dtype):
+    logits = (logits_batch(batch=6, vocab=64) * 4).round() / 4  # exactly representable
+    cfg = SamplerConfig(top_k=8, seed=9)
+    assert torch.equal(QuantumSampler(cfg).sample(logits.to(dtype)),
+                       QuantumSampler(cfg).sample(logits))

@@ -1,0 +1,38 @@
+"""`qsample bench`: prints a table against the classical floor and writes JSON."""
+
+import json
+
+import pytest
+
+from qsample.cli import main
+
+
+def test_bench_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--batch", "1", "4", "--k", "8", "--vocab", "500", "--repeats", "1",
+                 "--combos", "gumbel/neal", "boltzmann/exact", "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "floor ms" in table and "gumbel" in table and "boltzmann" in table
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    assert {(r["mode"], r["backend"], r["batch"]) for r in rows} == {
+        ("gumbel", "neal", 1), ("gumbel", "neal", 4), ("boltzmann", "exact", 1),
+        ("boltzmann", "exact", 4)}
+    for row in rows:
+        assert row["median_ms"] > 0 and row["floor_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["median_ms"] / row["floor_ms"])
+
+
+def test_bench_skips_combinations_a_backend_cannot_do(tmp_path, capsys):
+    code = main(["bench", "--batch", "1", "--k", "32", "--vocab", "100", "--repeats", "1",
+                 "--combos", "gumbel/tree", "--json", str(tmp_path / "b.json")])
+    assert code == 0
+    assert "skip gumbel/tree K=32" in capsys.readouterr().err
+
+
+def test_bad_configuration_exits_2_naming_the_field(tmp_path, capsys):
+    code = main(["bench", "--batch", "1", "--k", "8", "--vocab", "100", "--repeats", "1",
+                 "--combos", "sideways/neal", "--json", str(tmp_path / "b.json")])
+    assert code == 2
+    assert "mode='sideways'" in capsys.readouterr().err
