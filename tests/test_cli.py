@@ -36,3 +36,15 @@ def test_bad_configuration_exits_2_naming_the_field(tmp_path, capsys):
                  "--combos", "sideways/neal", "--json", str(tmp_path / "b.json")])
     assert code == 2
     assert "mode='sideways'" in capsys.readouterr().err
+
+
+def test_fidelity_command_prints_and_writes_the_fit(tmp_path, capsys):
+    out = tmp_path / "fid.json"
+    code = main(["fidelity", "--mode", "gumbel", "--backend", "exact", "--k", "4",
+                 "--shape", "peaked", "--draws", "400", "--json", str(out),
+                 "--set", "num_reads=2"])
+    assert code == 0
+    assert "exact" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["draws"] == 400 and row["config"]["num_reads"] == 2
+    assert 0 <= row["p_value"] <= 1 and 0 <= row["tv"] <= 1
