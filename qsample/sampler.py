@@ -28,10 +28,6 @@ from .errors import BackendError, ConfigError
 from .modes import MODES, Mode
 from .telemetry import StepTelemetry, TelemetryLog
 
-#: Largest K at which a backend's thermal (``boltzmann``) sampling was measured faithful with the
-#: default settings; above it a warning states the measured distance (docs/fidelity.md).
-BOLTZMANN_FAITHFUL_K = {"neal": 64, "tree": 25, "exact": 20}
-
 
 class QuantumSampler:
     """Samples one token per row of a logits batch with an annealer backend.
@@ -75,14 +71,9 @@ class QuantumSampler:
             raise ConfigError(
                 "top_k", cfg.top_k, f"at most {backend.max_size} with backend '{backend.name}'"
             )
-        limit = BOLTZMANN_FAITHFUL_K.get(backend.name)
-        if cfg.mode == "boltzmann" and limit is not None and cfg.top_k > limit:
-            warnings.warn(
-                f"boltzmann mode with backend '{backend.name}' is measured faithful only up to "
-                f"K = {limit} candidates; top_k={cfg.top_k} samples a distribution that can be "
-                "measurably off softmax (see docs/fidelity.md). Use mode='gumbel' for large K.",
-                stacklevel=3,
-            )
+        note = backend.fidelity_warning(self.mode.task, cfg.top_k)
+        if note:
+            warnings.warn(note + " (docs/fidelity.md)", stacklevel=3)
 
     # ------------------------------------------------------------------ public API
 

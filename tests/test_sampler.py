@@ -168,9 +168,14 @@ def test_backend_capabilities_are_checked_at_construction():
         QuantumSampler(SamplerConfig(backend="tree", top_k=64))
 
 
+def test_tabu_warns_that_it_is_not_faithful():
+    with pytest.warns(UserWarning, match="tabu.*not faithful"):
+        QuantumSampler(SamplerConfig(backend="tabu", top_k=8))
+
+
 def test_boltzmann_warns_where_it_is_not_measured_faithful():
-    with pytest.warns(UserWarning, match="faithful only up to K = 64"):
-        QuantumSampler(SamplerConfig(mode="boltzmann", top_k=256))
+    with pytest.warns(UserWarning, match=r"faithful only up to K = 256"):
+        QuantumSampler(SamplerConfig(mode="boltzmann", top_k=512))
 
 
 def test_any_dimod_sampler_instance_is_a_backend():

@@ -83,6 +83,10 @@ class Backend(ABC):
     tasks: tuple[str, ...] = TASKS
     max_size: int | None = None
 
+    def fidelity_warning(self, task: str, top_k: int) -> str | None:
+        """Why ``task`` at up to ``top_k`` candidates is not measured faithful, or None."""
+        return None
+
     def default_num_reads(self, task: str) -> int | None:
         """Reads per row this backend needs for ``task`` when the config leaves num_reads None
         (None: the mode's default)."""

@@ -166,6 +166,14 @@ class NealBackend(DimodBackend):
     name = "neal"
     tasks = ("ground", "thermal")
     default_batching = "union"
+    thermal_measured_k = 256  # boltzmann defaults measured faithful up to here
+
+    def fidelity_warning(self, task: str, top_k: int) -> str | None:
+        if task == "thermal" and top_k > self.thermal_measured_k:
+            return (f"boltzmann mode with backend 'neal' is measured faithful only up to K = "
+                    f"{self.thermal_measured_k} candidates with its default sweeps; at "
+                    f"top_k={top_k} check it with 'qsample fidelity' or use mode='gumbel'")
+        return None
 
     def __init__(self) -> None:
         from dwave.samplers import SimulatedAnnealingSampler
@@ -201,6 +209,11 @@ class TabuBackend(DimodBackend):
 
     def default_num_reads(self, task: str) -> int | None:
         return 1  # tabu escapes local minima itself; restarts cost a full timeout each
+
+    def fidelity_warning(self, task: str, top_k: int) -> str | None:
+        return ("backend 'tabu' is a heuristic optimiser: with its default 1 ms per row it misses "
+                "near-tied ground states (about 8% of draws at K = 16, total variation 0.07 to "
+                "0.11 from the target), so gumbel/tabu is not faithful")
 
     def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
         args: dict[str, Any] = {"num_reads": request.num_reads, "seed": seed, "timeout": 1}
