@@ -46,10 +46,7 @@ class Mode(ABC):
 
     name: str
     task: str  # what it needs from a backend: "ground" or "thermal"
-
-    @abstractmethod
-    def defaults(self, width: int) -> ModeDefaults:
-        """Faithful default settings for problems of up to ``width`` candidates."""
+    defaults: ModeDefaults  # the settings measured faithful (docs/fidelity.md)
 
     @abstractmethod
     def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
@@ -71,9 +68,7 @@ class Mode(ABC):
 class GumbelMode(Mode):
     name = "gumbel"
     task = "ground"
-
-    def defaults(self, width: int) -> ModeDefaults:
-        return ModeDefaults(penalty=1.0, num_reads=5, num_sweeps=30, beta_range=(0.1, 10.0))
+    defaults = ModeDefaults(penalty=1.0, num_reads=5, num_sweeps=30, beta_range=(0.1, 10.0))
 
     def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
         perturbed = block.logits + rng.gumbel(keys, block.width)
@@ -86,9 +81,7 @@ class GumbelMode(Mode):
 class BoltzmannMode(Mode):
     name = "boltzmann"
     task = "thermal"
-
-    def defaults(self, width: int) -> ModeDefaults:
-        return ModeDefaults(penalty=1.5, num_reads=8, num_sweeps=20)
+    defaults = ModeDefaults(penalty=1.5, num_reads=8, num_sweeps=20)
 
     def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
         top = block.logits[:, :1]

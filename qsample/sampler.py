@@ -105,7 +105,7 @@ class QuantumSampler:
         block = select_candidates(
             logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p
         )
-        defaults = self.mode.defaults(block.width)
+        defaults = self.mode.defaults
         penalty = cfg.penalty if cfg.penalty is not None else defaults.penalty
         problems = self.mode.encode(block, keys, penalty)
         request = SolveRequest(
