@@ -16,6 +16,7 @@ def logits_batch(batch=6, vocab=50, seed=0):
     return torch.randn(batch, vocab, generator=torch.Generator().manual_seed(seed)) * 2
 
 
+@pytest.mark.filterwarnings("ignore:backend 'tabu' is a heuristic")
 @pytest.mark.parametrize("mode, backend", [("gumbel", "neal"), ("boltzmann", "neal"),
                                            ("gumbel", "tabu"), ("gumbel", "tree"),
                                            ("boltzmann", "tree"), ("gumbel", "exact"),
