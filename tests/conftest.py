@@ -41,3 +41,19 @@ def pytest_terminal_summary(terminalreporter):
     for row in sorted(rows, key=lambda r: r["case"]):
         terminalreporter.write_line(
             f"{row['case']:48s} {row['draws']:6d} {row['dof']:4d} {row['p']:9.2e} {row['tv']:7.4f}")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    from tiny_llama import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_llama_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    return model, tokenizer

