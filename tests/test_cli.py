@@ -48,3 +48,36 @@ def test_fidelity_command_prints_and_writes_the_fit(tmp_path, capsys):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["draws"] == 400 and row["config"]["num_reads"] == 2
     assert 0 <= row["p_value"] <= 1 and 0 <= row["tv"] <= 1
+
+
+def test_generate_streams_text_and_writes_the_trace(tiny_llama_dir, tmp_path, capsys):
+    trace = tmp_path / "trace.jsonl"
+    code = main(["generate", "Once upon a time", "--model", str(tiny_llama_dir),
+                 "--max-new-tokens", "6", "--top-k", "16", "--trace", str(trace), "--baseline"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "--- baseline: plain sampling" in captured.out
+    assert "[qsample] 6 tokens" in captured.err and "0 fallbacks" in captured.err
+    assert "[baseline] 6 tokens" in captured.err
+    assert len(trace.read_text().splitlines()) == 6
+
+
+def test_generate_same_seed_same_text(tiny_llama_dir, capsys):
+    outs = []
+    for _ in range(2):
+        assert main(["generate", "The annealer", "--model", str(tiny_llama_dir),
+                     "--max-new-tokens", "8", "--seed", "4", "--chat"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and outs[0].strip()
+
+
+def test_generate_exit_codes(tiny_llama_dir, tmp_path, capsys):
+    assert main(["generate", "x", "--model", str(tiny_llama_dir), "--top-p", "2"]) == 2
+    assert "top_p=2.0" in capsys.readouterr().err
+    code = main(["generate", "x", "--model", str(tmp_path / "no-such-model")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qsample: error:") and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "x", "--max-new-tokens", "many"])
+    assert exc.value.code == 2
