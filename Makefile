@@ -9,7 +9,8 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) examples/quickstart.py
+	$(VENV)/bin/qsample generate "Once upon a time, in a small village by the sea," \
+		--max-new-tokens 48 --baseline
 
 lint: setup
 	$(VENV)/bin/ruff check .
