@@ -307,3 +307,22 @@ def test_load_model_dtype(converted) -> None:
     assert model.dtype == torch.bfloat16
     model, _ = load_model(converted[0], dtype="float16")
     assert model.dtype == torch.float16
+
+
+def test_generate_on_the_default_model_end_to_end(converted, tmp_path, capsys) -> None:
+    """The README's main command on the real default model: text streamed to stdout, same seed
+    same text, telemetry written."""
+    from qsample.cli import main
+
+    texts = []
+    for run in range(2):
+        trace = tmp_path / f"trace{run}.jsonl"
+        assert main(["generate", "Once upon a time,", "--max-new-tokens", "12", "--seed", "7",
+                     "--trace", str(trace)]) == 0
+        captured = capsys.readouterr()
+        texts.append(captured.out)
+        assert "[qsample] 12 tokens" in captured.err and "0 fallbacks" in captured.err
+        records = [json.loads(line) for line in trace.read_text().splitlines()]
+        assert len(records) == 12 and {r["k"] for r in records} == {64}
+        assert all(r["fallback"] is None and r["valid_reads"] > 0 for r in records)
+    assert texts[0] == texts[1] and len(texts[0].split()) >= 3
