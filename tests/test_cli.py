@@ -81,3 +81,17 @@ def test_generate_exit_codes(tiny_llama_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["generate", "x", "--max-new-tokens", "many"])
     assert exc.value.code == 2
+
+
+def test_bench_generate_compares_plain_and_qsample(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "gen.json"
+    code = main(["bench-generate", "--model", str(tiny_llama_dir), "--batch", "1", "2",
+                 "--new-tokens", "4", "--repeats", "1", "--combos", "gumbel/neal",
+                 "--json", str(out)])
+    assert code == 0
+    assert "vs plain" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["arm"], r["batch"]) for r in rows] == [
+        ("plain", 1), ("qsample gumbel/neal", 1), ("plain", 2), ("qsample gumbel/neal", 2)]
+    assert all(r["tokens_per_s"] > 0 for r in rows)
+    assert rows[0]["ratio_vs_plain"] == 1.0 and rows[1]["sampler_share"] > 0
