@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from vllm.logger import init_logger
 from vllm.v1.sample.logits_processor import BatchUpdate, process_dict_updates
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (
@@ -44,6 +45,8 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
 
 from qsample import ConfigError, QuantumSampler, SamplerConfig
 from qsample import rng as qrng
+
+logger = init_logger("vllm.qsample")  # under vLLM's configured "vllm" logger
 
 #: Per-request keys (``qsample_<field>``) and the SamplerConfig field each sets.
 REQUEST_FIELDS = ("mode", "backend", "top_k", "top_p", "min_p", "temperature", "seed",
@@ -210,6 +213,9 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
         self.samplers: OrderedDict[SamplerConfig, QuantumSampler] = OrderedDict()
         self.stats = PluginStats()
         QSampleVLLMProcessor.instances.add(self)
+        operator = operator_config()
+        logger.info("qsample logits processor loaded (%s runner); backends allowed: %s; caps: %s",
+                    self.runner, ", ".join(operator.allowed_backends), operator.max)
 
     # -- both interfaces ------------------------------------------------------------------
 
