@@ -236,3 +236,30 @@ def test_llm_requests_without_qsample_match_vllm_without_the_plugin(llm, monkeyp
         del plain_engine
         loader.cached_load_custom_logitsprocs.cache_clear()
     assert with_plugin[1] == without[1] and with_plugin[3] == without[3]
+
+
+def test_llm_on_the_default_model_mixed_batch():
+    """The embedded default model in vLLM: opted-in requests are reproducible and go through the
+    annealer; the others are served as usual in the same batch."""
+    from qsample.plugins.transformers.models import resolve_model
+
+    engine = vllm.LLM(model=resolve_model(None), enforce_eager=True, max_model_len=256, seed=0)
+    try:
+        requests = [
+            SamplingParams(max_tokens=12, temperature=0.8,
+                           extra_args={"qsample_mode": "gumbel", "qsample_seed": 3}),
+            SamplingParams(max_tokens=12, temperature=0.8, seed=4),
+            SamplingParams(max_tokens=12, temperature=0.8,
+                           extra_args={"qsample_mode": "boltzmann", "qsample_seed": 5}),
+        ]
+        prompts = ["Once upon a time,", "The sea is", "My favourite food is"]
+        before = sum(p.stats.rows for p in QSampleVLLMProcessor.instances)
+        first = engine.generate(prompts, requests, use_tqdm=False)
+        after = sum(p.stats.rows for p in QSampleVLLMProcessor.instances)
+        second = engine.generate(prompts, requests, use_tqdm=False)
+        assert tokens(first)[0] == tokens(second)[0] and tokens(first)[2] == tokens(second)[2]
+        assert after - before == 24
+        assert all(len(o.outputs[0].token_ids) == 12 for o in first)
+        assert first[0].outputs[0].text.strip()
+    finally:
+        del engine
