@@ -263,3 +263,23 @@ def test_llm_on_the_default_model_mixed_batch():
         assert first[0].outputs[0].text.strip()
     finally:
         del engine
+
+
+def test_explicit_logits_processors_argument_loads_it_too(llm, monkeypatch):
+    """LLM(logits_processors=[...]) (and the --logits-processors flag) load the same class; here
+    the entry point is switched off so that only the explicit path is in play."""
+    _, folder = llm
+    import vllm.v1.sample.logits_processor as loader
+
+    monkeypatch.setattr(loader, "_load_logitsprocs_plugins", lambda: [])
+    loader.cached_load_custom_logitsprocs.cache_clear()
+    engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32", max_model_len=128,
+                      seed=0, logits_processors=["qsample.plugins.vllm:QSampleVLLMProcessor"])
+    try:
+        before = sum(p.stats.rows for p in QSampleVLLMProcessor.instances)
+        out = engine.generate(PROMPTS[:1], mixed_params()[:1], use_tqdm=False)
+        assert sum(p.stats.rows for p in QSampleVLLMProcessor.instances) - before == 10
+        assert len(out[0].outputs[0].token_ids) == 10
+    finally:
+        del engine
+        loader.cached_load_custom_logitsprocs.cache_clear()
