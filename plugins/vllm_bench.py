@@ -8,20 +8,20 @@ ratio is against ``plain``.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
+
+from qsample.bench import write_report
 
 from .transformers.benchmark import PROMPTS
 
 
 def run_vllm_bench(model: str, *, batches=(8, 32), combos=(("gumbel", "neal"),),
                    new_tokens: int = 64, repeats: int = 3, top_k: int = 64,
-                   temperature: float = 0.8, log=print) -> list[dict[str, Any]]:
+                   temperature: float = 0.8, max_model_len: int = 512,
+                   log=print) -> list[dict[str, Any]]:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -29,7 +29,7 @@ def run_vllm_bench(model: str, *, batches=(8, 32), combos=(("gumbel", "neal"),),
 
     from .vllm import QSampleVLLMProcessor
 
-    llm = LLM(model=model, enforce_eager=True, max_model_len=512, seed=0)
+    llm = LLM(model=model, enforce_eager=True, max_model_len=max_model_len, seed=0)
     rows: list[dict[str, Any]] = []
     for batch in batches:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
@@ -72,7 +72,4 @@ HEADER = f"{'arm':28s} {'B':>3s} {'median s':>9s} {'tokens/s':>9s} {'vs plain':>
 
 
 def write_json(rows, path, **meta) -> None:
-    payload = {"benchmark": "vLLM tokens/s with and without qsample requests",
-               "machine": {"python": platform.python_version()}, **meta, "rows": rows}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2))
+    write_report(path, "vLLM tokens/s with and without qsample requests", rows, **meta)

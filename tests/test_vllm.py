@@ -283,3 +283,16 @@ def test_explicit_logits_processors_argument_loads_it_too(llm, monkeypatch):
     finally:
         del engine
         loader.cached_load_custom_logitsprocs.cache_clear()
+
+
+def test_bench_vllm_command_on_the_tiny_model(llm, tmp_path, capsys):
+    from qsample.cli import main
+
+    _, folder = llm
+    out = tmp_path / "vllm.json"
+    assert main(["bench-vllm", "--model", str(folder), "--batch", "2", "--new-tokens", "4",
+                 "--repeats", "1", "--max-model-len", "128", "--json", str(out)]) == 0
+    assert "vs plain" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["arm"] for r in rows] == ["plain", "qsample gumbel/neal", "mixed 50% gumbel/neal"]
+    assert rows[1]["sampler_share"] > 0 and rows[0]["ratio_vs_plain"] == 1.0

@@ -7,8 +7,6 @@ tokens/s over repeats and the ratio qsample / plain (1.0 = the sampler costs not
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from qsample import SamplerConfig
+from qsample.bench import write_report
 
 from .generation import encode_prompt, plain_sampling_settings
 from .processor import QSampleLogitsProcessor
@@ -101,9 +100,4 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def write_json(rows: list[dict[str, Any]], path: str | Path, **meta: Any) -> None:
-    payload = {"benchmark": "generation tokens/s, plain sampling vs qsample",
-               "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads()},
-               **meta, "rows": rows}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2))
+    write_report(path, "generation tokens/s, plain sampling vs qsample", rows, **meta)
