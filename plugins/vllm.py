@@ -130,10 +130,8 @@ def request_config(params) -> tuple[SamplerConfig, int] | None:
             raise ValueError(f"unknown request argument {key!r}: allowed are "
                              + ", ".join(f"qsample_{f}" for f in REQUEST_FIELDS))
         values[name] = extra[key]
-    seed = values.pop("seed", None)
     try:
-        config = SamplerConfig.from_dict({**values, "fallback": operator.fallback, "seed": 0})
-        seed = int(SamplerConfig(seed=seed).seed) if seed is not None else None
+        config = SamplerConfig.from_dict({**values, "fallback": operator.fallback})
     except ConfigError as exc:
         raise ValueError(f"qsample_{exc.field}={exc.value!r} is not allowed: expected "
                          f"{exc.allowed}") from None
@@ -144,9 +142,10 @@ def request_config(params) -> tuple[SamplerConfig, int] | None:
         value = getattr(config, name, None)
         if value is not None and value > cap:
             raise ValueError(f"qsample_{name}={value} exceeds this server's cap of {cap}")
+    seed = config.seed  # validated above; the sampler itself runs at seed 0 with per-row keys
     if seed is None:
         seed = params.seed if getattr(params, "seed", None) is not None else _fresh_seed()
-    return config, int(seed)
+    return config.replace(seed=0), int(seed)
 
 
 def _from_sampling_params(params) -> dict[str, Any]:
