@@ -1,0 +1,28 @@
+"""A batched simulated annealer: all problems of a decoding step in one call, CPU and GPU.
+
+- `anneal_onehot`, `anneal_dense`: array entry points (numba on CPU, Triton on CUDA);
+- `beta_schedule`: geometric, linear, fixed or custom inverse-temperature schedules;
+- `BatchedSimulatedAnnealingSampler`: the same annealer as a ``dimod.Sampler``.
+"""
+
+from .core import (
+    ACCEPTANCE,
+    ORDERS,
+    SCHEDULES,
+    AnnealResult,
+    anneal_dense,
+    anneal_onehot,
+    beta_schedule,
+    problem_keys,
+)
+
+__all__ = [
+    "ACCEPTANCE",
+    "ORDERS",
+    "SCHEDULES",
+    "AnnealResult",
+    "anneal_dense",
+    "anneal_onehot",
+    "beta_schedule",
+    "problem_keys",
+]

@@ -1,0 +1,261 @@
+"""The batched annealer's entry points: many dense BQMs (or one-hot problems) in one call.
+
+Inputs are numpy arrays or torch tensors. numpy and CPU tensors run the numba kernels
+(`qsample.annealer.cpu`); CUDA tensors run the Triton kernels (`qsample.annealer.triton_kernels`)
+and never leave their device; ``engine="triton"`` with CPU tensors runs the Triton kernels under
+Triton's interpreter (slow; for tests). Results come back in the inputs' kind and device.
+
+Example:
+    >>> import numpy as np
+    >>> from qsample.annealer import anneal_dense, beta_schedule
+    >>> h = np.random.default_rng(0).normal(size=(256, 16))          # 256 problems, K = 16
+    >>> J = np.zeros((256, 16, 16))
+    >>> out = anneal_dense(h, J, num_reads=10, betas=beta_schedule(100, "geometric", (0.1, 10)),
+    ...                    seed=1, keep_best=True)
+    >>> out.states.shape, out.energies.shape
+    ((256, 1, 16), (256, 1))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import rng
+from ..errors import ConfigError
+
+ACCEPTANCE = ("metropolis", "gibbs")
+ORDERS = ("sequential", "random")
+SCHEDULES = ("geometric", "linear", "fixed")
+ENGINES = ("auto", "numba", "triton")
+
+
+def beta_schedule(num_sweeps: int, schedule: str | Any = "geometric",
+                  beta_range: tuple[float, float] | None = None, beta: float | None = None
+                  ) -> np.ndarray:
+    """Inverse temperatures, one per sweep, float64 [num_sweeps].
+
+    ``geometric``: beta_s = b0 (b1 / b0)^(s / (S - 1)) over ``beta_range`` = (b0, b1), as
+    dwave-neal; ``linear``: b0 + (b1 - b0) s / (S - 1); ``fixed``: beta_s = ``beta`` (thermal
+    sampling at one temperature); an array: used as given (its length sets S).
+    """
+    if not isinstance(schedule, str):
+        betas = np.asarray(schedule, dtype=np.float64)
+        if betas.ndim != 1 or betas.size == 0 or not np.isfinite(betas).all() or (betas < 0).any():
+            raise ConfigError("beta_schedule", schedule,
+                              "a non-empty 1-D array of finite inverse temperatures >= 0")
+        return betas
+    if schedule not in SCHEDULES:
+        raise ConfigError("beta_schedule", schedule,
+                          "one of " + ", ".join(map(repr, SCHEDULES)) + " or an array")
+    if not isinstance(num_sweeps, (int, np.integer)) or num_sweeps < 1:
+        raise ConfigError("num_sweeps", num_sweeps, "an integer >= 1")
+    if schedule == "fixed":
+        if beta is None or not np.isfinite(beta) or beta < 0:
+            raise ConfigError("beta", beta, "a finite inverse temperature >= 0")
+        return np.full(num_sweeps, float(beta))
+    if beta_range is None or len(beta_range) != 2:
+        raise ConfigError("beta_range", beta_range, "(hot, cold) with 0 < hot <= cold")
+    hot, cold = map(float, beta_range)
+    if not (0 < hot <= cold < np.inf):
+        raise ConfigError("beta_range", beta_range, "(hot, cold) with 0 < hot <= cold")
+    if schedule == "geometric":
+        return np.geomspace(hot, cold, num_sweeps)
+    return np.linspace(hot, cold, num_sweeps)
+
+
+@dataclass
+class AnnealResult:
+    """Reads of a batch.
+
+    Attributes:
+        states: int8 [B, R, K] binary states (R = 1 with ``keep_best``); 0 past each size.
+        energies: [B, R] energies of the states.
+    """
+
+    states: Any
+    energies: Any
+
+
+def problem_keys(seed: int | None, batch: int) -> np.ndarray:
+    """uint64 [B] keys hash(seed, b): problem b's reads depend only on (seed, b, read)."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**63)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError("seed", seed, "a non-negative integer or None")
+    return rng.combine(seed, np.arange(batch, dtype=np.uint64))
+
+
+def anneal_onehot(weights: Any, penalty: Any, sizes: Any = None, *, betas: Any,
+                  num_reads: int = 1, acceptance: str = "metropolis", order: str = "sequential",
+                  keys: Any = None, seed: int | None = None, keep_best: bool = False,
+                  engine: str = "auto") -> AnnealResult:
+    """Anneal B one-hot problems E_b(x) = -sum_i w_bi x_i + A_b (sum_i x_i - 1)^2.
+
+    Args:
+        weights: w [B, K] float; entries past ``sizes`` are ignored.
+        penalty: A [B] (or a scalar) > 0.
+        sizes: K_b [B] int (default: K for every row).
+        betas: inverse temperature per sweep (`beta_schedule`).
+        num_reads: independent chains per problem.
+        acceptance: ``"metropolis"`` or ``"gibbs"``.
+        order: ``"sequential"`` (spins 0..K_b-1 each sweep) or ``"random"`` (K_b uniform picks).
+        keys: uint64 [B] per-problem random keys (qsample passes its row keys); else from seed.
+        seed: used when ``keys`` is None (`problem_keys`).
+        keep_best: return only the lowest-energy read of each problem.
+        engine: ``"auto"``, ``"numba"`` (CPU) or ``"triton"``.
+    """
+    return _run("onehot", {"weights": weights, "penalty": penalty}, sizes, betas, num_reads,
+                acceptance, order, keys, seed, keep_best, engine)
+
+
+def anneal_dense(linear: Any, quadratic: Any, offset: Any = None, sizes: Any = None, *,
+                 betas: Any, num_reads: int = 1, acceptance: str = "metropolis",
+                 order: str = "sequential", keys: Any = None, seed: int | None = None,
+                 keep_best: bool = False, engine: str = "auto") -> AnnealResult:
+    """Anneal B dense binary problems E_b(x) = c_b + sum_i h_bi x_i + sum_{i != j} J_bij x_i x_j.
+
+    Args:
+        linear: h [B, K].
+        quadratic: J [B, K, K], symmetric with zero diagonal (a pair's bias is 2 J_ij).
+        offset: c [B] (default 0).
+        sizes: K_b [B] (default K); variables past a row's size stay 0.
+        Other arguments as `anneal_onehot`.
+    """
+    return _run("dense", {"linear": linear, "quadratic": quadratic, "offset": offset}, sizes,
+                betas, num_reads, acceptance, order, keys, seed, keep_best, engine)
+
+
+def _is_torch(value: Any) -> bool:
+    return type(value).__module__.startswith("torch")
+
+
+def _run(model, arrays, sizes, betas, num_reads, acceptance, order, keys, seed, keep_best,
+         engine) -> AnnealResult:
+    if acceptance not in ACCEPTANCE:
+        raise ConfigError("acceptance", acceptance, "one of " + ", ".join(map(repr, ACCEPTANCE)))
+    if order not in ORDERS:
+        raise ConfigError("order", order, "one of " + ", ".join(map(repr, ORDERS)))
+    if engine not in ENGINES:
+        raise ConfigError("engine", engine, "one of " + ", ".join(map(repr, ENGINES)))
+    if not isinstance(num_reads, (int, np.integer)) or num_reads < 1:
+        raise ConfigError("num_reads", num_reads, "an integer >= 1")
+    first_name = next(iter(arrays))
+    first = arrays[first_name]
+    torch_in = _is_torch(first)
+    cuda = torch_in and first.device.type == "cuda"
+    use_triton = engine == "triton" or (engine == "auto" and cuda)
+    if cuda and not use_triton:
+        raise ConfigError("engine", engine, "'auto' or 'triton' for CUDA tensors")
+    if len(first.shape) != 2:
+        raise ConfigError(first_name, tuple(first.shape), "a [B, K] array")
+    batch, width = int(first.shape[0]), int(first.shape[1])
+    if width < 1:
+        raise ConfigError(first_name, tuple(first.shape), "at least one variable per problem")
+
+    if isinstance(betas, str):
+        raise ConfigError("betas", betas, "an array of inverse temperatures (beta_schedule(...))")
+    betas = beta_schedule(0, betas)
+    host = _host_arrays(model, arrays, sizes, batch, width)
+    keys = problem_keys(seed, batch) if keys is None else _keys(keys, batch)
+    if use_triton:
+        return _run_triton(model, arrays, host, sizes, keys, betas, num_reads, acceptance,
+                           order, keep_best, first)
+    states = np.empty((batch, num_reads, width), dtype=np.int8)
+    energies = np.empty((batch, num_reads), dtype=np.float64)
+    from . import cpu
+
+    gibbs, random_order = acceptance == "gibbs", order == "random"
+    if model == "onehot":
+        cpu.anneal_onehot(host["weights"], host["penalty"], host["sizes"], keys, betas,
+                          num_reads, gibbs, random_order, states, energies)
+    else:
+        cpu.anneal_dense(host["linear"], host["quadratic"], host["offset"], host["sizes"], keys,
+                         betas, num_reads, gibbs, random_order, states, energies)
+    if keep_best and num_reads > 1:
+        best_states = np.empty((batch, 1, width), dtype=np.int8)
+        best_energies = np.empty((batch, 1), dtype=np.float64)
+        cpu.best_reads(states, energies, best_states, best_energies)
+        states, energies = best_states, best_energies
+    if torch_in:
+        import torch
+
+        return AnnealResult(torch.from_numpy(states), torch.from_numpy(energies))
+    return AnnealResult(states, energies)
+
+
+def _keys(keys: Any, batch: int) -> np.ndarray:
+    if _is_torch(keys):
+        keys = keys.detach().cpu().numpy()
+    keys = np.asarray(keys)
+    if keys.shape != (batch,) or keys.dtype.kind not in "iu":
+        raise ConfigError("keys", keys, f"{batch} integer keys, one per problem")
+    return keys.astype(np.uint64)
+
+
+def _host_arrays(model: str, arrays: dict, sizes: Any, batch: int, width: int) -> dict:
+    """Checked float64/int64 numpy views of the inputs (for CUDA inputs: only their shapes and
+    the small per-problem vectors are checked here, on the host, before launch)."""
+    out: dict[str, np.ndarray] = {}
+    first = next(iter(arrays.values()))
+    cuda = _is_torch(first) and first.is_cuda
+    if sizes is None or (cuda and _is_torch(sizes) and sizes.is_cuda):
+        out["sizes"] = np.full(batch, width, dtype=np.int64)
+    else:
+        s = sizes.detach().cpu().numpy() if _is_torch(sizes) else np.asarray(sizes)
+        if s.shape != (batch,) or s.dtype.kind not in "iu" or (s < 1).any() or (s > width).any():
+            raise ConfigError("sizes", sizes, f"{batch} integers in [1, {width}]")
+        out["sizes"] = s.astype(np.int64)
+    shapes = {"weights": (batch, width), "linear": (batch, width),
+              "quadratic": (batch, width, width), "penalty": (batch,), "offset": (batch,)}
+    for name, value in arrays.items():
+        if value is None:
+            value = np.zeros(batch)
+        if cuda:
+            if tuple(value.shape) != shapes[name] and not (name == "penalty" and value.dim() == 0):
+                raise ConfigError(name, tuple(value.shape), f"shape {shapes[name]}")
+            continue
+        a = value.detach().cpu().numpy() if _is_torch(value) else np.asarray(value)
+        a = np.ascontiguousarray(np.broadcast_to(a, shapes[name]) if a.ndim == 0 else a,
+                                 dtype=np.float64)
+        if a.shape != shapes[name]:
+            raise ConfigError(name, a.shape, f"shape {shapes[name]}")
+        if name == "penalty" and not (a > 0).all():
+            raise ConfigError("penalty", value, "values > 0")
+        out[name] = a
+    return out
+
+
+def _run_triton(model, arrays, host, sizes, keys, betas, num_reads, acceptance, order, keep_best,
+                first
+                ) -> AnnealResult:
+    import torch
+
+    from .gpu import launch
+
+    device = first.device if _is_torch(first) else torch.device("cpu")
+    dtype = torch.float32
+
+    def on_device(name: str) -> torch.Tensor:
+        value = arrays.get(name)
+        if value is None or not (_is_torch(value) and value.is_cuda):
+            value = torch.as_tensor(host[name])
+        else:
+            value = value.expand(first.shape[0]) if value.dim() == 0 else value
+        return value.to(device=device, dtype=dtype).contiguous()
+
+    names = ("weights", "penalty") if model == "onehot" else ("linear", "quadratic", "offset")
+    tensors = {name: on_device(name) for name in names}
+    if _is_torch(sizes) and sizes.is_cuda:
+        tensors["sizes"] = sizes.to(torch.int64)
+    else:
+        tensors["sizes"] = torch.as_tensor(host["sizes"]).to(device)
+    key_tensor = torch.from_numpy(keys.view(np.int64)).to(device)
+    beta_tensor = torch.as_tensor(betas, dtype=dtype).to(device)
+    states, energies = launch(model, tensors, key_tensor, beta_tensor, num_reads,
+                              acceptance == "gibbs", order == "random", keep_best)
+    if not _is_torch(first):
+        return AnnealResult(states.numpy(), energies.double().numpy())
+    return AnnealResult(states, energies)

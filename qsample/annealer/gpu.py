@@ -1,0 +1,72 @@
+"""Launches the Triton kernels on torch tensors: compiled for CUDA tensors, or run by Triton's
+interpreter on CPU tensors when the process set ``TRITON_INTERPRET=1`` before importing triton
+(how the tests check the GPU code without a GPU)."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import torch
+
+from ..errors import ConfigError
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1`` in the environment
+    when triton was first imported; Triton fixes the mode then, for the whole process)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def kernels() -> ModuleType:
+    from . import triton_kernels
+
+    return triton_kernels
+
+
+def _blocks(num_reads: int, width: int) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_K): powers of two, at most 4096 states per program (they stay on chip)."""
+    block_k = max(16, 1 << max(width - 1, 0).bit_length())
+    block_r = min(1 << max(num_reads - 1, 0).bit_length(), max(1, 4096 // block_k))
+    return block_r, block_k
+
+
+def launch(model: str, tensors: dict[str, torch.Tensor], keys: torch.Tensor, betas: torch.Tensor,
+           num_reads: int, gibbs: bool, random_order: bool, keep_best: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` ("onehot" or "dense") on ``tensors`` (all on one device); returns states
+    int8 [B, R', K] and energies [B, R'] on that device (R' = 1 when ``keep_best``)."""
+    first = next(iter(tensors.values()))
+    device = first.device
+    batch, width = first.shape[0], first.shape[1]
+    if device.type != "cuda" and not interpreting():
+        raise ConfigError("engine", "triton",
+                          "CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before "
+                          "triton is first imported (Triton's interpreter, for tests)")
+    module = kernels()
+    block_r, block_k = _blocks(num_reads, width)
+    in_kernel_best = keep_best and block_r >= num_reads  # else reduced on the device after
+    reads_out = 1 if in_kernel_best else num_reads
+    states = torch.empty((batch, reads_out, width), dtype=torch.int8, device=device)
+    energies = torch.empty((batch, reads_out), dtype=first.dtype, device=device)
+    grid = (batch, -(-num_reads // block_r))
+    flags = dict(GIBBS=gibbs, RANDOM=random_order, KEEP_BEST=in_kernel_best,
+                 BLOCK_R=block_r, BLOCK_K=block_k)
+    _launch(module, model, grid, tensors, keys, betas, states, energies, num_reads, width, flags)
+    if keep_best and not in_kernel_best:
+        best = energies.argmin(dim=1)
+        rows = torch.arange(batch, device=device)
+        states, energies = states[rows, best][:, None], energies[rows, best][:, None]
+    return states, energies
+
+
+def _launch(module, model, grid, tensors, keys, betas, states, energies, num_reads, width, flags
+            ) -> None:
+    if model == "onehot":
+        module.anneal_onehot_kernel[grid](
+            tensors["weights"], tensors["penalty"], tensors["sizes"], keys, betas, states,
+            energies, betas.shape[0], num_reads, width, **flags)
+    else:
+        module.anneal_dense_kernel[grid](
+            tensors["linear"], tensors["quadratic"], tensors["offset"], tensors["sizes"], keys,
+            betas, states, energies, betas.shape[0], num_reads, width, **flags)

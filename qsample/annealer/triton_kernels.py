@@ -1,0 +1,147 @@
+"""Triton kernels of the batched annealer: one program per (problem, block of reads).
+
+A program holds the states of its BLOCK_R chains as a [BLOCK_R, BLOCK_K] tile (and, for the
+dense model, their local fields) on chip for the whole anneal; only the problem's weights (one
+row) or couplings (one row per flip) are read from memory. With BLOCK_R = 1 this is one program
+per (problem, read). Dynamics, random numbers and energy models follow `qsample.annealer.cpu`
+(same chain keys, same draw indices); uniforms use the top 24 bits of a draw in float32, so the
+two devices give different, equally distributed, samples.
+
+With ``TRITON_INTERPRET=1`` set before triton is imported they run on CPU tensors in Triton's
+interpreter, which is how the tests check this code without a GPU.
+"""
+
+import triton
+import triton.language as tl
+
+GOLDEN: tl.constexpr = 0x9E3779B97F4A7C15
+
+
+@triton.jit
+def _mix64(x):
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+@triton.jit
+def _chains(key_ptr, b, reads):
+    key = tl.load(key_ptr + b).to(tl.uint64, bitcast=True)
+    return _mix64(key ^ _mix64((reads + 1).to(tl.uint64) * GOLDEN))
+
+
+@triton.jit
+def _initial_state(chain, cols, k):
+    draws = _mix64(chain[:, None] + (cols[None, :] + 1).to(tl.uint64) * GOLDEN)
+    return tl.where(cols[None, :] < k, (draws >> 63).to(tl.int32), 0)
+
+
+@triton.jit
+def _accept(delta, beta, draw, GIBBS: tl.constexpr):
+    x = (beta * delta).to(tl.float32)
+    u = ((draw >> 40).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    if GIBBS:
+        p = 1.0 / (1.0 + tl.exp(tl.minimum(x, 80.0)))
+    else:
+        p = tl.exp(tl.minimum(-x, 80.0))  # >= 1 when x <= 0: always taken
+    return u < p
+
+
+@triton.jit
+def _spin(t, k, draw, RANDOM: tl.constexpr):
+    if RANDOM:
+        return (((draw & 0xFFFFFFFF) * k.to(tl.uint64)) >> 32).to(tl.int32)
+    return (draw * 0 + (t % k)).to(tl.int32)
+
+
+@triton.jit
+def _store(states_ptr, energy_ptr, x, energy, b, reads, cols, num_reads, width,
+           KEEP_BEST: tl.constexpr):
+    rmask = reads < num_reads
+    if KEEP_BEST:
+        best = tl.argmin(tl.where(rmask, energy, float("inf")), axis=0)
+        pick = reads[:, None] == best
+        row = tl.sum(tl.where(pick, x, 0), axis=0)
+        tl.store(states_ptr + b * width + cols, row.to(tl.int8), mask=cols < width)
+        tl.store(energy_ptr + b, tl.min(tl.where(rmask, energy, float("inf")), axis=0))
+    else:
+        offs = (b * num_reads + reads)[:, None] * width + cols[None, :]
+        tl.store(states_ptr + offs, x.to(tl.int8), mask=rmask[:, None] & (cols[None, :] < width))
+        tl.store(energy_ptr + b * num_reads + reads, energy, mask=rmask)
+
+
+@triton.jit
+def anneal_onehot_kernel(w_ptr, penalty_ptr, size_ptr, key_ptr, beta_ptr, states_ptr, energy_ptr,
+                         num_sweeps, num_reads, width,
+                         GIBBS: tl.constexpr, RANDOM: tl.constexpr, KEEP_BEST: tl.constexpr,
+                         BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One-hot model E = -sum_i w_i x_i + A (n - 1)^2, O(1) energy change per flip."""
+    b = tl.program_id(0)
+    reads = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_K)
+    k = tl.load(size_ptr + b)
+    a = tl.load(penalty_ptr + b)
+    w = tl.load(w_ptr + b * width + cols, mask=cols < k, other=0.0)
+    chain = _chains(key_ptr, b, reads)
+    x = _initial_state(chain, cols, k)
+    n = tl.sum(x, axis=1)
+    t = 0
+    for s in range(num_sweeps):
+        beta = tl.load(beta_ptr + s)
+        for _ in range(k):
+            draw = _mix64(chain + (k + 1 + t).to(tl.uint64) * GOLDEN)
+            i = _spin(t, k, draw, RANDOM)
+            sel = cols[None, :] == i[:, None]
+            xi = tl.sum(tl.where(sel, x, 0), axis=1)
+            wi = tl.sum(tl.where(sel, w[None, :], 0.0), axis=1)
+            delta = tl.where(xi == 0, -wi + a * (2 * n - 1), wi - a * (2 * n - 3))
+            take = _accept(delta, beta, draw, GIBBS)
+            x = tl.where(sel & take[:, None], 1 - x, x)
+            n = n + tl.where(take, 1 - 2 * xi, 0)
+            t += 1
+    nf = (n - 1).to(a.dtype)
+    energy = a * nf * nf - tl.sum(tl.where(x == 1, w[None, :], 0.0), axis=1)
+    _store(states_ptr, energy_ptr, x, energy, b, reads, cols, num_reads, width, KEEP_BEST)
+
+
+@triton.jit
+def anneal_dense_kernel(h_ptr, j_ptr, offset_ptr, size_ptr, key_ptr, beta_ptr, states_ptr,
+                        energy_ptr, num_sweeps, num_reads, width,
+                        GIBBS: tl.constexpr, RANDOM: tl.constexpr, KEEP_BEST: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Dense model E = offset + sum_i h_i x_i + sum_{i != j} J_ij x_i x_j, local fields kept
+    on chip, O(K) update per accepted flip."""
+    b = tl.program_id(0)
+    reads = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_K)
+    k = tl.load(size_ptr + b)
+    inside = cols < k
+    h = tl.load(h_ptr + b * width + cols, mask=inside, other=0.0)
+    base = j_ptr + b * width * width
+    chain = _chains(key_ptr, b, reads)
+    x = _initial_state(chain, cols, k)
+    field = tl.zeros((BLOCK_R, BLOCK_K), dtype=h.dtype) + h[None, :]
+    for j in range(k):
+        xj = tl.sum(tl.where(cols[None, :] == j, x, 0), axis=1)
+        row = tl.load(base + j * width + cols, mask=inside, other=0.0)
+        field += 2.0 * xj[:, None].to(h.dtype) * row[None, :]
+    t = 0
+    for s in range(num_sweeps):
+        beta = tl.load(beta_ptr + s)
+        for _ in range(k):
+            draw = _mix64(chain + (k + 1 + t).to(tl.uint64) * GOLDEN)
+            i = _spin(t, k, draw, RANDOM)
+            sel = cols[None, :] == i[:, None]
+            xi = tl.sum(tl.where(sel, x, 0), axis=1)
+            fi = tl.sum(tl.where(sel, field, 0.0), axis=1)
+            step = 1 - 2 * xi
+            take = _accept(step.to(h.dtype) * fi, beta, draw, GIBBS)
+            x = tl.where(sel & take[:, None], 1 - x, x)
+            rows = tl.load(base + i[:, None] * width + cols[None, :], mask=inside[None, :],
+                           other=0.0)
+            change = tl.where(take, 2 * step, 0).to(h.dtype)
+            field += change[:, None] * rows
+            t += 1
+    xf = x.to(h.dtype)
+    energy = tl.load(offset_ptr + b) + tl.sum(xf * (field + h[None, :]), axis=1) * 0.5
+    _store(states_ptr, energy_ptr, x, energy, b, reads, cols, num_reads, width, KEEP_BEST)
