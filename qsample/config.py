@@ -79,8 +79,9 @@ class SamplerConfig:
         mode: QUBO encoding. ``"gumbel"`` (perturb-and-MAP: the ground state is an exact
             sample) or ``"boltzmann"`` (thermal sampling of the one-hot Ising model at inverse
             temperature 1).
-        backend: a registered backend name (``qsample.available_backends()``: ``"neal"``,
-            ``"tabu"``, ``"tree"``, ``"exact"``) or any ``dimod.Sampler`` instance.
+        backend: a registered backend name (``qsample.available_backends()``:
+            ``"batched-sa"``, the default, ``"neal"``, ``"tabu"``, ``"tree"``, ``"exact"``), a
+            `qsample.Backend` or any ``dimod.Sampler`` instance.
         top_k: at most this many candidates (the K of the QUBO); shrinks to V or to the number of
             finite logits.
         top_p: nucleus filter in (0, 1]; 1 disables it.
@@ -103,7 +104,7 @@ class SamplerConfig:
     """
 
     mode: str = "gumbel"
-    backend: Any = "neal"
+    backend: Any = "batched-sa"
     top_k: int = 64
     top_p: float = 1.0
     min_p: float = 0.0

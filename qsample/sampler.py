@@ -6,7 +6,8 @@ top-p, then min-p, renormalised. ``temperature=0`` is greedy argmax with no back
 Example:
     >>> import torch
     >>> from qsample import QuantumSampler, SamplerConfig
-    >>> sampler = QuantumSampler(SamplerConfig(mode="gumbel", backend="neal", top_k=8, seed=0))
+    >>> config = SamplerConfig(mode="gumbel", backend="batched-sa", top_k=8, seed=0)
+    >>> sampler = QuantumSampler(config)
     >>> tokens = sampler.sample(torch.randn(4, 100))   # LongTensor [4] on the logits' device
 """
 

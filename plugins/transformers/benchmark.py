@@ -35,8 +35,9 @@ PROMPTS = [
 
 
 def run_generation_bench(model, tokenizer, *, batches: Sequence[int] = (1, 8),
-                         combos: Sequence[tuple[str, str]] = (("gumbel", "neal"),
-                                                              ("boltzmann", "neal")),
+                         combos: Sequence[tuple[str, str]] = (
+                             ("gumbel", "batched-sa"), ("boltzmann", "batched-sa"),
+                             ("gumbel", "neal"), ("boltzmann", "neal")),
                          new_tokens: int = 64, repeats: int = 3, top_k: int = 64,
                          temperature: float = 0.8, log: Callable[[str], None] = print
                          ) -> list[dict[str, Any]]:

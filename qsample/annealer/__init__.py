@@ -15,12 +15,14 @@ from .core import (
     beta_schedule,
     problem_keys,
 )
+from .sampler import BatchedSimulatedAnnealingSampler
 
 __all__ = [
     "ACCEPTANCE",
     "ORDERS",
     "SCHEDULES",
     "AnnealResult",
+    "BatchedSimulatedAnnealingSampler",
     "anneal_dense",
     "anneal_onehot",
     "beta_schedule",

@@ -98,7 +98,7 @@ def anneal_onehot(weights: Any, penalty: Any, sizes: Any = None, *, betas: Any,
         weights: w [B, K] float; entries past ``sizes`` are ignored.
         penalty: A [B] (or a scalar) > 0.
         sizes: K_b [B] int (default: K for every row).
-        betas: inverse temperature per sweep (`beta_schedule`).
+        betas: inverse temperature per sweep, [S] for all problems or [B, S] (`beta_schedule`).
         num_reads: independent chains per problem.
         acceptance: ``"metropolis"`` or ``"gibbs"``.
         order: ``"sequential"`` (spins 0..K_b-1 each sweep) or ``"random"`` (K_b uniform picks).
@@ -155,9 +155,7 @@ def _run(model, arrays, sizes, betas, num_reads, acceptance, order, keys, seed, 
     if width < 1:
         raise ConfigError(first_name, tuple(first.shape), "at least one variable per problem")
 
-    if isinstance(betas, str):
-        raise ConfigError("betas", betas, "an array of inverse temperatures (beta_schedule(...))")
-    betas = beta_schedule(0, betas)
+    betas = _betas(betas, batch)
     host = _host_arrays(model, arrays, sizes, batch, width)
     keys = problem_keys(seed, batch) if keys is None else _keys(keys, batch)
     if use_triton:
@@ -184,6 +182,20 @@ def _run(model, arrays, sizes, betas, num_reads, acceptance, order, keys, seed, 
 
         return AnnealResult(torch.from_numpy(states), torch.from_numpy(energies))
     return AnnealResult(states, energies)
+
+
+def _betas(betas: Any, batch: int) -> np.ndarray:
+    """[B, S] float64: one schedule for all problems ([S]) or one per problem ([B, S])."""
+    if isinstance(betas, str) or betas is None:
+        raise ConfigError("betas", betas, "an array of inverse temperatures (beta_schedule(...))")
+    a = np.asarray(betas, dtype=np.float64)
+    if a.ndim == 1:
+        a = beta_schedule(0, a)[None, :]
+    if a.ndim != 2 or a.shape[0] not in (1, batch) or a.shape[1] == 0:
+        raise ConfigError("betas", a.shape, f"[S] or [{batch}, S] inverse temperatures")
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise ConfigError("betas", betas, "finite inverse temperatures >= 0")
+    return np.ascontiguousarray(np.broadcast_to(a, (batch, a.shape[1])))
 
 
 def _keys(keys: Any, batch: int) -> np.ndarray:

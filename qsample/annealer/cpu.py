@@ -4,7 +4,7 @@ No Python loop over rows, reads, sweeps or spins: threads run over problems (one
 over all B * R chains (dense model). Conventions (`qsample.annealer.triton_kernels` follows the
 same dynamics with its own draw layout):
 
-- state x in {0, 1}^K; each sweep makes K_b flip attempts, at inverse temperature betas[s];
+- state x in {0, 1}^K; sweep s makes K_b flip attempts at inverse temperature betas[b, s];
 - a flip with energy change d is taken with probability min(1, exp(-beta d)) (Metropolis) or
   1 / (1 + exp(beta d)) (Gibbs), decided as u < ratio with u uniform on (0, 1) at 32-bit
   resolution (probabilities below 2^-33 round to 0);
@@ -92,7 +92,7 @@ def _spin(bits, k, step, random_order):
 def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order,
                  states, energies):
     """One-hot model. weights float64 [B, K], penalty float64 [B], sizes int64 [B], keys uint64
-    [B], betas float64 [S]; writes states int8 [B, R, K] and energies float64 [B, R].
+    [B], betas float64 [B, S]; writes states int8 [B, R, K] and energies float64 [B, R].
 
     Threads run over problems; the reads of a problem advance attempt by attempt together
     (independent chains overlap in the CPU) and take their acceptance ratios
@@ -123,8 +123,8 @@ def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_
         top = 0.0
         for i in range(k):
             top = max(top, abs(weights[b, i]))
-        for s in range(betas.shape[0]):
-            beta = betas[s]
+        for s in range(betas.shape[1]):
+            beta = betas[b, s]
             tabled = beta * (top + a * (2 * k + 1)) < 700.0
             if tabled:
                 for i in range(k):
@@ -174,7 +174,7 @@ def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_
 def anneal_dense(linear, quadratic, offset, sizes, keys, betas, num_reads, gibbs, random_order,
                  states, energies):
     """Dense model. linear float64 [B, K], quadratic float64 [B, K, K] (symmetric, zero
-    diagonal), offset float64 [B], sizes int64 [B], keys uint64 [B], betas float64 [S]; writes
+    diagonal), offset float64 [B], sizes int64 [B], keys uint64 [B], betas float64 [B, S]; writes
     states int8 [B, R, K] and energies float64 [B, R]."""
     batch, width = linear.shape
     for c in prange(batch * num_reads):
@@ -192,8 +192,8 @@ def anneal_dense(linear, quadratic, offset, sizes, keys, betas, num_reads, gibbs
                 if x[j]:
                     f += 2.0 * quadratic[b, i, j]
             field[i] = f
-        for s in range(betas.shape[0]):
-            beta = betas[s]
+        for s in range(betas.shape[1]):
+            beta = betas[b, s]
             for step in range(k):
                 bits = _draw(chain, k + 1 + s * k + step)
                 i = _spin(bits, k, step, random_order)

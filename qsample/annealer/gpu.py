@@ -65,8 +65,8 @@ def _launch(module, model, grid, tensors, keys, betas, states, energies, num_rea
     if model == "onehot":
         module.anneal_onehot_kernel[grid](
             tensors["weights"], tensors["penalty"], tensors["sizes"], keys, betas, states,
-            energies, betas.shape[0], num_reads, width, **flags)
+            energies, betas.shape[1], num_reads, width, **flags)
     else:
         module.anneal_dense_kernel[grid](
             tensors["linear"], tensors["quadratic"], tensors["offset"], tensors["sizes"], keys,
-            betas, states, energies, betas.shape[0], num_reads, width, **flags)
+            betas, states, energies, betas.shape[1], num_reads, width, **flags)

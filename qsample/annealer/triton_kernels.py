@@ -87,7 +87,7 @@ def anneal_onehot_kernel(w_ptr, penalty_ptr, size_ptr, key_ptr, beta_ptr, states
     n = tl.sum(x, axis=1)
     t = 0
     for s in range(num_sweeps):
-        beta = tl.load(beta_ptr + s)
+        beta = tl.load(beta_ptr + b * num_sweeps + s)
         for _ in range(k):
             draw = _mix64(chain + (k + 1 + t).to(tl.uint64) * GOLDEN)
             i = _spin(t, k, draw, RANDOM)
@@ -127,7 +127,7 @@ def anneal_dense_kernel(h_ptr, j_ptr, offset_ptr, size_ptr, key_ptr, beta_ptr, s
         field += 2.0 * xj[:, None].to(h.dtype) * row[None, :]
     t = 0
     for s in range(num_sweeps):
-        beta = tl.load(beta_ptr + s)
+        beta = tl.load(beta_ptr + b * num_sweeps + s)
         for _ in range(k):
             draw = _mix64(chain + (k + 1 + t).to(tl.uint64) * GOLDEN)
             i = _spin(t, k, draw, RANDOM)

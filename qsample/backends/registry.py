@@ -7,9 +7,11 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Backend
+from .batched_sa import BatchedSABackend
 from .dimod_backends import DimodBackend, ExactBackend, NealBackend, TabuBackend, TreeBackend
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
+    "batched-sa": BatchedSABackend,
     "neal": NealBackend,
     "tabu": TabuBackend,
     "tree": TreeBackend,
