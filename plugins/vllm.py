@@ -65,8 +65,9 @@ class OperatorConfig:
          "max": {"top_k": 256, "num_reads": 32, "num_sweeps": 2000},
          "fallback": "exact"}
 
-    ``defaults`` are SamplerConfig fields applied under each request's keys; ``allowed_backends``
-    lists the backends requests may choose; ``max`` caps per-request values so one request
+    ``defaults`` are SamplerConfig fields applied under each request's keys (``backend``
+    defaults to the first allowed backend); ``allowed_backends`` lists the backends requests
+    may choose; ``max`` caps per-request values so one request
     cannot make the server spend unbounded time; ``fallback`` is the core sampler's policy when a
     backend fails ("exact": sample the row classically, counted). Anything else that goes wrong
     in a step leaves those rows' logits untouched (vLLM samples them as usual) and is counted.
@@ -89,9 +90,13 @@ class OperatorConfig:
         for key in data:
             if key not in known:
                 raise ConfigError(f"{path}: {key}", data[key], "one of " + ", ".join(sorted(known)))
+        allowed = tuple(data.get("allowed_backends", cls().allowed_backends))
+        defaults = dict(data.get("defaults", cls().defaults))
+        if allowed:  # without a default backend, requests get the first allowed one
+            defaults.setdefault("backend", allowed[0])
         config = cls(
-            defaults=dict(data.get("defaults", cls().defaults)),
-            allowed_backends=tuple(data.get("allowed_backends", cls().allowed_backends)),
+            defaults=defaults,
+            allowed_backends=allowed,
             max={**cls().max, **data.get("max", {})},
             fallback=data.get("fallback", "exact"),
         )

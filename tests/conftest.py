@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # the annealer's CPU kernels: one thread per worker
 
 import numpy as np
 import pytest

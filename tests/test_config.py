@@ -11,7 +11,7 @@ from qsample import ConfigError, SamplerConfig
 def test_defaults_match_the_documented_api():
     cfg = SamplerConfig()
     assert (cfg.mode, cfg.backend, cfg.top_k, cfg.top_p, cfg.min_p, cfg.temperature) == (
-        "gumbel", "neal", 64, 1.0, 0.0, 1.0)
+        "gumbel", "batched-sa", 64, 1.0, 0.0, 1.0)
     assert cfg.fallback == "exact"
 
 

@@ -23,7 +23,9 @@ ALPHA = 1e-3
 TEMPERATURE = 0.8
 
 FAITHFUL = (
-    [(mode, "neal", shape, k) for mode in ("gumbel", "boltzmann")
+    [(mode, "batched-sa", shape, k) for mode in ("gumbel", "boltzmann")
+     for shape in ("flat", "peaked") for k in (8, 16, 64)]
+    + [(mode, "neal", shape, k) for mode in ("gumbel", "boltzmann")
      for shape in ("flat", "peaked") for k in (8, 16, 64)]
     + [(mode, "tree", shape, k) for mode in ("gumbel", "boltzmann")
        for shape in ("flat", "peaked") for k in (8, 16)]

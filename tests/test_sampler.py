@@ -17,7 +17,8 @@ def logits_batch(batch=6, vocab=50, seed=0):
 
 
 @pytest.mark.filterwarnings("ignore:backend 'tabu' is a heuristic")
-@pytest.mark.parametrize("mode, backend", [("gumbel", "neal"), ("boltzmann", "neal"),
+@pytest.mark.parametrize("mode, backend", [("gumbel", "batched-sa"), ("boltzmann", "batched-sa"),
+                                           ("gumbel", "neal"), ("boltzmann", "neal"),
                                            ("gumbel", "tabu"), ("gumbel", "tree"),
                                            ("boltzmann", "tree"), ("gumbel", "exact"),
                                            ("boltzmann", "exact")])
@@ -61,6 +62,7 @@ def test_same_seed_same_tokens_and_different_seed_differs():
 
 
 @pytest.mark.parametrize("mode, backend, batching", [
+    ("gumbel", "batched-sa", "auto"), ("boltzmann", "batched-sa", "auto"),
     ("gumbel", "neal", "per-row"), ("boltzmann", "neal", "per-row"),
     ("gumbel", "tree", "auto"), ("boltzmann", "exact", "auto"),
 ])
@@ -78,7 +80,7 @@ def test_gumbel_noise_is_independent_of_batch_composition_with_union_batching():
     """With neal's union batching the annealer's seed covers the whole batch, but in gumbel
     mode the token is the ground state, fixed by the row's own Gumbel noise."""
     logits = logits_batch(batch=8, vocab=40)
-    cfg = SamplerConfig(top_k=8, seed=1, batching="union")
+    cfg = SamplerConfig(top_k=8, seed=1, backend="neal", batching="union")
     seeds = np.arange(8)
     full = QuantumSampler(cfg).sample(logits, row_seeds=seeds)
     part = QuantumSampler(cfg).sample(logits[:3], row_seeds=seeds[:3])

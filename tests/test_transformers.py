@@ -163,6 +163,6 @@ def test_telemetry_after_generate(tiny_llama, tmp_path):
     path = tmp_path / "trace.jsonl"
     assert processor.telemetry.write_jsonl(path) == 12
     record = json.loads(path.read_text().splitlines()[0])
-    assert record["backend"] == "neal" and record["k"] == 16
+    assert record["backend"] == "batched-sa" and record["k"] == 16
     summary = processor.summary(wall_seconds=1.0)
     assert summary["tokens"] == 12 and 0 < summary["sampler_share"] < 1

@@ -43,7 +43,7 @@ def test_requests_without_qsample_keys_do_not_opt_in():
 
 def test_opt_in_takes_the_requests_own_sampling_settings():
     config, seed = request_config(params(qsample=1, qsample_seed=5))
-    assert (config.temperature, config.top_k, config.backend, seed) == (0.7, 20, "neal", 5)
+    assert (config.temperature, config.top_k, config.backend, seed) == (0.7, 20, "batched-sa", 5)
     config, _ = request_config(params(qsample_mode="boltzmann", qsample_top_k="8",
                                       qsample_temperature="1.2"))
     assert (config.mode, config.top_k, config.temperature) == ("boltzmann", 8, 1.2)

@@ -190,7 +190,7 @@ def _betas(betas: Any, batch: int) -> np.ndarray:
         raise ConfigError("betas", betas, "an array of inverse temperatures (beta_schedule(...))")
     a = np.asarray(betas, dtype=np.float64)
     if a.ndim == 1:
-        a = beta_schedule(0, a)[None, :]
+        a = a[None, :]
     if a.ndim != 2 or a.shape[0] not in (1, batch) or a.shape[1] == 0:
         raise ConfigError("betas", a.shape, f"[S] or [{batch}, S] inverse temperatures")
     if not np.isfinite(a).all() or (a < 0).any():
@@ -265,7 +265,7 @@ def _run_triton(model, arrays, host, sizes, keys, betas, num_reads, acceptance, 
     else:
         tensors["sizes"] = torch.as_tensor(host["sizes"]).to(device)
     key_tensor = torch.from_numpy(keys.view(np.int64)).to(device)
-    beta_tensor = torch.as_tensor(betas, dtype=dtype).to(device)
+    beta_tensor = torch.tensor(betas, dtype=dtype, device=device)
     states, energies = launch(model, tensors, key_tensor, beta_tensor, num_reads,
                               acceptance == "gibbs", order == "random", keep_best)
     if not _is_torch(first):

@@ -90,7 +90,7 @@ def _spin(bits, k, step, random_order):
 
 @njit(inline="always", cache=True)
 def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order,
-                 states, energies):
+                 table_limit, states, energies):
     """One-hot model. weights float64 [B, K], penalty float64 [B], sizes int64 [B], keys uint64
     [B], betas float64 [B, S]; writes states int8 [B, R, K] and energies float64 [B, R].
 
@@ -98,8 +98,9 @@ def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_
     (independent chains overlap in the CPU) and take their acceptance ratios
     exp(-beta d) = exp(beta w_i) exp(-beta A (2n - 1)) (0 -> 1) or
     exp(-beta w_i) exp(beta A (2n - 3)) (1 -> 0) from per-sweep tables (K + 2 exponentials)
-    shared by all reads: no exponential per attempt. When beta (|w| + A (2K + 1)) could overflow
-    a float64 exponential the sweep computes exp(-beta d) per attempt instead.
+    shared by all reads: no exponential per attempt. When beta (|w| + A (2K + 1)) reaches
+    ``table_limit`` (700: a float64 exponential could overflow) the sweep computes exp(-beta d)
+    per attempt instead.
     """
     batch = weights.shape[0]
     for b in prange(batch):
@@ -125,7 +126,7 @@ def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_
             top = max(top, abs(weights[b, i]))
         for s in range(betas.shape[1]):
             beta = betas[b, s]
-            tabled = beta * (top + a * (2 * k + 1)) < 700.0
+            tabled = beta * (top + a * (2 * k + 1)) < table_limit
             if tabled:
                 for i in range(k):
                     up[i] = math.exp(beta * weights[b, i])
@@ -215,24 +216,31 @@ def anneal_dense(linear, quadratic, offset, sizes, keys, betas, num_reads, gibbs
 # One compiled kernel per (acceptance, order), the flags inlined as constants (a flag tested
 # inside the attempt loop costs about a third of the kernel's time).
 @njit(parallel=True, cache=True)
-def _onehot_metropolis_sequential(weights, penalty, sizes, keys, betas, num_reads, states,
-                                  energies):
-    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, False, False, states, energies)
+def _onehot_metropolis_sequential(weights, penalty, sizes, keys, betas, num_reads, table_limit,
+                                  states, energies):
+    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, False, False,
+                 table_limit, states, energies)
 
 
 @njit(parallel=True, cache=True)
-def _onehot_metropolis_random(weights, penalty, sizes, keys, betas, num_reads, states, energies):
-    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, False, True, states, energies)
+def _onehot_metropolis_random(weights, penalty, sizes, keys, betas, num_reads, table_limit,
+                              states, energies):
+    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, False, True,
+                 table_limit, states, energies)
 
 
 @njit(parallel=True, cache=True)
-def _onehot_gibbs_sequential(weights, penalty, sizes, keys, betas, num_reads, states, energies):
-    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, True, False, states, energies)
+def _onehot_gibbs_sequential(weights, penalty, sizes, keys, betas, num_reads, table_limit,
+                             states, energies):
+    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, True, False,
+                 table_limit, states, energies)
 
 
 @njit(parallel=True, cache=True)
-def _onehot_gibbs_random(weights, penalty, sizes, keys, betas, num_reads, states, energies):
-    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, True, True, states, energies)
+def _onehot_gibbs_random(weights, penalty, sizes, keys, betas, num_reads, table_limit,
+                         states, energies):
+    _onehot_body(weights, penalty, sizes, keys, betas, num_reads, True, True,
+                 table_limit, states, energies)
 
 
 ONEHOT_KERNELS = {
@@ -244,10 +252,10 @@ ONEHOT_KERNELS = {
 
 
 def anneal_onehot(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order, states,
-                  energies) -> None:
+                  energies, table_limit: float = 700.0) -> None:
     """Runs the one-hot kernel specialised for (gibbs, random_order)."""
     ONEHOT_KERNELS[bool(gibbs), bool(random_order)](weights, penalty, sizes, keys, betas,
-                                                     num_reads, states, energies)
+                                                     num_reads, table_limit, states, energies)
 
 
 @njit(parallel=True, cache=True)
