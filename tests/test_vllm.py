@@ -294,5 +294,7 @@ def test_bench_vllm_command_on_the_tiny_model(llm, tmp_path, capsys):
                  "--repeats", "1", "--max-model-len", "128", "--json", str(out)]) == 0
     assert "vs plain" in capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
-    assert [r["arm"] for r in rows] == ["plain", "qsample gumbel/neal", "mixed 50% gumbel/neal"]
+    assert [r["arm"] for r in rows] == ["plain", "qsample gumbel/batched-sa",
+                                        "mixed 50% gumbel/batched-sa", "qsample gumbel/neal",
+                                        "mixed 50% gumbel/neal"]
     assert rows[1]["sampler_share"] > 0 and rows[0]["ratio_vs_plain"] == 1.0

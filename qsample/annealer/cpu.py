@@ -31,6 +31,23 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+
+
+def _shield_llvmlite_from_introspection() -> None:
+    """llvmlite's library object answers *any* attribute with a C-function wrapper, "__dict__"
+    included, so code that scans module globals with ``vars()`` (vLLM's CPU kernel-override scan,
+    run whenever a CPU engine starts) crashes once numba is loaded. Give it an empty __dict__."""
+    try:
+        from llvmlite.binding import ffi
+    except ImportError:  # pragma: no cover - numba always brings llvmlite
+        return
+    table = getattr(ffi.lib, "_fntab", None)
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})
+
+
+_shield_llvmlite_from_introspection()
+
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
