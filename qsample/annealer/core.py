@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,13 @@ ACCEPTANCE = ("metropolis", "gibbs")
 ORDERS = ("sequential", "random")
 SCHEDULES = ("geometric", "linear", "fixed")
 ENGINES = ("auto", "numba", "triton")
+
+
+@functools.lru_cache(maxsize=256)
+def _ramp(num_sweeps: int, schedule: str, hot: float, cold: float) -> np.ndarray:
+    betas = (np.geomspace if schedule == "geometric" else np.linspace)(hot, cold, num_sweeps)
+    betas.setflags(write=False)  # shared between calls
+    return betas
 
 
 def beta_schedule(num_sweeps: int, schedule: str | Any = "geometric",
@@ -61,9 +69,7 @@ def beta_schedule(num_sweeps: int, schedule: str | Any = "geometric",
     hot, cold = map(float, beta_range)
     if not (0 < hot <= cold < np.inf):
         raise ConfigError("beta_range", beta_range, "(hot, cold) with 0 < hot <= cold")
-    if schedule == "geometric":
-        return np.geomspace(hot, cold, num_sweeps)
-    return np.linspace(hot, cold, num_sweeps)
+    return _ramp(int(num_sweeps), schedule, hot, cold)
 
 
 @dataclass

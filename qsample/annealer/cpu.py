@@ -32,7 +32,6 @@ import numpy as np
 from numba import njit, prange
 
 
-
 def _shield_llvmlite_from_introspection() -> None:
     """llvmlite's library object answers *any* attribute with a C-function wrapper, "__dict__"
     included, so code that scans module globals with ``vars()`` (vLLM's CPU kernel-override scan,
