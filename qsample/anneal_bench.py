@@ -108,8 +108,8 @@ def run_anneal_bench(batches: Sequence[int] = (1, 8, 64, 256),
             if "neal union" in arms and batch * k * (k - 1) // 2 <= MAX_UNION_INTERACTIONS:
                 union = problems.union_bqm()
 
-                def union_call(union=union, batch=batch, k=k) -> np.ndarray:
-                    sampleset = neal.sample(union, seed=int(seeds[0]), **neal_args)
+                def union_call(union=union, batch=batch, k=k, seed=int(seeds[0])) -> np.ndarray:
+                    sampleset = neal.sample(union, seed=seed, **neal_args)
                     order = np.argsort(np.asarray(sampleset.variables, dtype=np.int64))
                     samples = np.asarray(sampleset.record.sample, dtype=np.int8)[:, order]
                     return samples.reshape(num_reads, batch, k).transpose(1, 0, 2)

@@ -22,7 +22,8 @@ def triton_path() -> str:
     try:
         import triton
     except ImportError:
-        pytest.skip("triton is not installed (scripts/setup.sh puts it in .venv/triton-interpreter)")
+        pytest.skip("triton is not installed (scripts/setup.sh puts it in "
+                    ".venv/triton-interpreter)")
     return str(Path(triton.__file__).parent.parent)
 
 
