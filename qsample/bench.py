@@ -93,6 +93,8 @@ def run_bench(
                 except ConfigError as exc:  # a backend that cannot do this K or mode
                     log(f"skip {mode}/{backend} K={k}: {exc}")
                     continue
+                sampler.sample(logits)  # compile/caches, kept out of the telemetry summary
+                sampler.telemetry.clear()
                 median = _median_ms(lambda s=sampler, x=logits: s.sample(x), repeats)
                 summary = sampler.telemetry.summary()
                 row = BenchRow(mode, backend, batch, k, median, floor, median / floor,

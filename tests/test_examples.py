@@ -12,3 +12,9 @@ def test_custom_sampler_example_runs(capsys):
     out = capsys.readouterr().out
     assert out.count("tokens:") == 5
     assert '"fallbacks": 0' in out and "backend_timing" in out
+
+
+def test_annealer_example_runs(capsys):
+    runpy.run_path(str(EXAMPLES / "annealer_vs_neal.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("best-energy hit rate") == 2

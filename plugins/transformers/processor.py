@@ -15,7 +15,7 @@ multinomial per step that can only re-pick the forced token (a warning says so o
 
 Example:
     >>> from qsample.plugins.transformers import QSampleLogitsProcessor
-    >>> qs = QSampleLogitsProcessor(mode="gumbel", backend="neal", top_k=64, seed=0)
+    >>> qs = QSampleLogitsProcessor(mode="gumbel", backend="batched-sa", top_k=64, seed=0)
     >>> out = model.generate(**inputs, logits_processor=[qs], do_sample=False, max_new_tokens=32)
     >>> qs.telemetry.write_jsonl("trace.jsonl"); qs.summary()
 """
@@ -47,7 +47,7 @@ class QSampleLogitsProcessor(LogitsProcessor):
 
     Args:
         config: a `SamplerConfig`; keyword arguments override its fields (or build one alone:
-            ``QSampleLogitsProcessor(backend="neal", top_k=32)``).
+            ``QSampleLogitsProcessor(backend="batched-sa", top_k=32)``).
         max_telemetry_steps: keep at most this many steps of telemetry (None: all).
 
     Attributes:
