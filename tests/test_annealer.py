@@ -262,3 +262,13 @@ def test_ground_state_hit_rate_on_dense_spin_glasses_is_at_least_neals():
     margin = 3 * np.sqrt(total * rate * (1 - rate))
     assert hits_ours >= hits_neal - margin, (hits_ours, hits_neal)
     assert hits_ours > 0.1 * total
+
+
+def test_dense_coupling_must_be_symmetric_with_zero_diagonal():
+    j = np.zeros((1, 3, 3))
+    j[0, 0, 1] = 1.0
+    with pytest.raises(ConfigError, match="quadratic"):
+        anneal_dense(np.zeros((1, 3)), j, betas=np.ones(2))
+    j = np.eye(3)[None]
+    with pytest.raises(ConfigError, match="quadratic"):
+        anneal_dense(np.zeros((1, 3)), j, betas=np.ones(2))

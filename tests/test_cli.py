@@ -24,6 +24,21 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
         assert row["ratio"] == pytest.approx(row["median_ms"] / row["floor_ms"])
 
 
+def test_bench_anneal_compares_batched_sa_with_neal_on_the_same_problems(tmp_path, capsys):
+    out = tmp_path / "anneal.json"
+    assert main(["bench-anneal", "--batch", "1", "3", "--k", "8", "--reads", "2", "--sweeps", "20",
+                 "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert "vs neal/row" in capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    assert [(r["arm"], r["batch"]) for r in rows] == [
+        (arm, batch) for batch in (1, 3)
+        for arm in ("neal per-row", "neal union", "batched-sa one-hot", "batched-sa dense")]
+    assert all(r["median_ms"] > 0 and 0 <= r["ground_state_rate"] <= 1 for r in rows)
+    assert all(r["speedup_vs_neal_per_row"] > 0 for r in rows)
+    assert payload["num_sweeps"] == 20 and payload["annealer_threads"] == 1
+
+
 def test_bench_skips_combinations_a_backend_cannot_do(tmp_path, capsys):
     code = main(["bench", "--batch", "1", "--k", "32", "--vocab", "100", "--repeats", "1",
                  "--combos", "gumbel/tree", "--json", str(tmp_path / "b.json")])

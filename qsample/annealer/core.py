@@ -214,8 +214,9 @@ def _keys(keys: Any, batch: int) -> np.ndarray:
 
 
 def _host_arrays(model: str, arrays: dict, sizes: Any, batch: int, width: int) -> dict:
-    """Checked float64/int64 numpy views of the inputs (for CUDA inputs: only their shapes and
-    the small per-problem vectors are checked here, on the host, before launch)."""
+    """Checked float64/int64 numpy views of the inputs. CUDA inputs are not copied to the host:
+    only their shapes are checked (values such as penalty > 0 or a symmetric J are the caller's
+    responsibility there)."""
     out: dict[str, np.ndarray] = {}
     first = next(iter(arrays.values()))
     cuda = _is_torch(first) and first.is_cuda
@@ -242,13 +243,16 @@ def _host_arrays(model: str, arrays: dict, sizes: Any, batch: int, width: int) -
             raise ConfigError(name, a.shape, f"shape {shapes[name]}")
         if name == "penalty" and not (a > 0).all():
             raise ConfigError("penalty", value, "values > 0")
+        if name == "quadratic" and not (np.array_equal(a, a.transpose(0, 2, 1))
+                                        and not np.diagonal(a, axis1=1, axis2=2).any()):
+            raise ConfigError("quadratic", f"array of shape {a.shape}",
+                              "J symmetric with a zero diagonal (put x_i x_i terms in linear)")
         out[name] = a
     return out
 
 
 def _run_triton(model, arrays, host, sizes, keys, betas, num_reads, acceptance, order, keep_best,
-                first
-                ) -> AnnealResult:
+                first) -> AnnealResult:
     import torch
 
     from .gpu import launch
