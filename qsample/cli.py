@@ -101,6 +101,8 @@ def _generate(args: argparse.Namespace) -> int:
               "top_p": args.top_p, "min_p": args.min_p, "temperature": args.temperature,
               "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps}
     config = SamplerConfig.from_dict({k: v for k, v in fields.items() if v is not None})
+    if args.dry_run:
+        return _dry_run(config, args.max_new_tokens)
 
     from .plugins.transformers import generate_text
     from .plugins.transformers.models import load_model
@@ -124,10 +126,73 @@ def _generate(args: argparse.Namespace) -> int:
             summary = result.processor.summary(wall_seconds=result.seconds)
             line += (f", sampler {100 * summary['sampler_share']:.1f}% of the time, "
                      f"{summary['fallbacks']} fallbacks")
+            timing = summary.get("backend_timing") or {}
+            if "qpu_access_time" in timing:
+                tokens = max(1, result.new_tokens)
+                line += (f", QPU: {timing.get('qpu_calls', 0):.0f} calls, "
+                         f"{timing['qpu_access_time'] / 1e6:.3f} s access time "
+                         f"({timing['qpu_access_time'] / 1e3 / tokens:.1f} ms per token)")
             if args.trace:
                 lines = result.processor.telemetry.write_jsonl(args.trace)
                 line += f", {lines} telemetry records -> {args.trace}"
         print(line, file=sys.stderr, flush=True)
+    return 0
+
+
+def _dry_run(config, max_new_tokens: int) -> int:
+    """Print what a generation would cost on the config's backend, spending nothing."""
+    from .backends import make_backend
+    from .modes import MODES
+
+    backend = make_backend(config.backend)
+    mode = MODES[config.mode]
+    reads = config.num_reads or backend.default_num_reads(mode.task) or mode.defaults.num_reads
+    print(f"qsample dry run: {max_new_tokens} decoding steps x 1 row, {config.mode}/"
+          f"{backend.name}, top_k={config.top_k}, {reads} reads per row")
+    if not hasattr(backend, "estimate"):
+        print(f"backend '{backend.name}' makes no QPU calls: {max_new_tokens} backend calls, "
+              f"no QPU time")
+        return 0
+    cost = backend.estimate(batch=1, top_k=config.top_k, num_reads=reads, steps=max_new_tokens)
+    print(f"QPU calls: {cost['calls']:.0f} ({cost['calls_per_step']:.0f} per step, up to "
+          f"{cost['rows_per_call']:.0f} rows packed per call); estimated QPU access time "
+          f"{cost['qpu_access_seconds']:.3f} s ({1e3 * cost['qpu_access_seconds_per_call']:.1f} "
+          f"ms per call, from the solver's timing properties)")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .calibration import calibrate, plot, save_calibration
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    results = []
+    print(f"{'backend':12s} {'solver':22s} {'K':>4s} {'draws':>6s} {'beta_eff':>9s} "
+          f"{'TV before':>9s} {'TV after':>9s} {'valid':>6s} {'seconds':>8s}")
+    for name in args.backend:
+        result, data = calibrate(name, k=args.k, draws=args.draws, seed=args.seed,
+                                 temperature=args.temperature, chunk=args.chunk)
+        results.append((result, data))
+        print(f"{result.backend:12s} {result.solver[:22]:22s} {result.k:4d} {result.draws:6d} "
+              f"{result.beta_eff:9.3f} {result.tv_before:9.4f} {result.tv_after:9.4f} "
+              f"{result.valid_read_rate:6.3f} {result.seconds:8.1f}", flush=True)
+        if result.backend_setting:
+            setting = result.backend_setting
+            print(f"  {result.backend}: beta_qpu assumed {setting['beta_qpu_assumed']:g}, "
+                  f"calibrated {setting['beta_qpu_calibrated']:.3f}")
+        if args.save:
+            print(f"  saved -> {save_calibration(result)}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(
+        {"command": " ".join(sys.argv), "results": [r.to_dict() for r, _ in results]},
+        indent=2))
+    plot(results, out / "calibration.png")
+    print(f"wrote {out / 'calibration.json'} and {out / 'calibration.png'}", file=sys.stderr)
     return 0
 
 
@@ -245,12 +310,28 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
     gen.add_argument("--trace", metavar="FILE.jsonl", help="write per-step telemetry as JSONL")
+    gen.add_argument("--dry-run", action="store_true",
+                     help="print the backend calls and QPU time the generation would cost, and "
+                          "stop (no model load, no QPU time spent)")
     gen.add_argument("--baseline", action="store_true",
                      help="also generate with plain sampling at the same settings and seed")
     gen.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
     gen.add_argument("--device", default=None, help="cpu (default) or cuda")
     gen.add_argument("--threads", type=int, default=1, help="torch threads")
     gen.set_defaults(func=_generate)
+
+    cal = sub.add_parser("calibrate", help="effective temperature of backends in boltzmann mode")
+    cal.add_argument("--backend", nargs="+", default=["batched-sa", "neal", "sqa", "dwave-mock"])
+    cal.add_argument("--k", type=int, default=16, help="candidates K")
+    cal.add_argument("--draws", type=int, default=4000, help="draws per logits shape")
+    cal.add_argument("--chunk", type=int, default=64, help="rows per sampler call")
+    cal.add_argument("--temperature", type=float, default=0.8)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--threads", type=int, default=1, help="torch threads")
+    cal.add_argument("--save", action="store_true",
+                     help="save each result in the qsample cache for the backend to use")
+    cal.add_argument("--out", default="bench-results/calibration", help="folder for JSON + PNG")
+    cal.set_defaults(func=_calibrate)
 
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])

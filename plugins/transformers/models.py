@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import torch
 
+from qsample.paths import cache_root
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: fall back to the rename race check alone
@@ -84,16 +86,6 @@ def _say(progress: TextIO | None, message: str) -> None:
     if progress is not None:
         progress.write(f"qsample: {message}\n")
         progress.flush()
-
-
-def cache_root() -> Path:
-    """The qsample cache folder: ``$QSAMPLE_CACHE``, else ``$XDG_CACHE_HOME/qsample``,
-    else ``~/.cache/qsample``. It is not created here."""
-    if os.environ.get("QSAMPLE_CACHE"):
-        return Path(os.environ["QSAMPLE_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "qsample"
-    return Path.home() / ".cache" / "qsample"
 
 
 # --- cache machinery (generic, testable with a fake builder) --------------------------------

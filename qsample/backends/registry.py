@@ -8,7 +8,14 @@ from typing import Any
 from ..errors import ConfigError
 from .base import Backend
 from .batched_sa import BatchedSABackend
-from .dimod_backends import DimodBackend, ExactBackend, NealBackend, TabuBackend, TreeBackend
+from .dimod_backends import (
+    DimodBackend,
+    ExactBackend,
+    NealBackend,
+    SQABackend,
+    TabuBackend,
+    TreeBackend,
+)
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "batched-sa": BatchedSABackend,
@@ -16,7 +23,16 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "tabu": TabuBackend,
     "tree": TreeBackend,
     "exact": ExactBackend,
+    "sqa": SQABackend,
+    "dwave": lambda: _dwave(),
+    "dwave-mock": lambda: _dwave(mock=True),
 }
+
+
+def _dwave(mock: bool = False) -> Backend:
+    from .dwave import DWaveBackend, mock_sampler
+
+    return DWaveBackend(mock_sampler()) if mock else DWaveBackend()
 
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:

@@ -1,0 +1,331 @@
+"""`dwave`: a D-Wave QPU (``DWaveSampler``) with qsample's own embedding and batch packing.
+
+A step's B one-hot problems are cliques of K variables. qsample packs as many of them as fit
+into disjoint regions of the QPU's working graph, each with a clique embedding from
+``minorminer.busclique`` found once per (solver, K) and kept on disk, and sends them in one call
+(as few calls as possible when they do not all fit). Chains are unembedded by majority vote;
+the chain-break fraction goes to telemetry, and a read that is not one-hot after the vote is
+handled like any invalid read (the mode's policy, then the fallback).
+
+Temperature. ``gumbel`` needs only the ground state: the QPU auto-scales the problem. For
+``boltzmann`` the QPU samples roughly exp(-beta_qpu E') where E' is the programmed energy and
+beta_qpu its effective inverse temperature (about 6 in problem units on Advantage, FACTS.md; a
+`qsample calibrate` result overrides it). qsample programs E' = E / beta_qpu with
+``auto_scale=False``, so the target beta = 1 on E is kept; when the scaled problem would exceed
+the solver's h or J range it is shrunk to fit, and the effective beta this implies is reported.
+
+Credentials come only from dwave-cloud-client's configuration or ``DWAVE_API_TOKEN``; without
+them constructing the backend fails at once with a `ConfigError`. Transient network and solver
+errors are retried with exponential backoff, then the rows go to the sampler's fallback policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import dimod
+import numpy as np
+
+from ..errors import ConfigError
+from ..paths import cache_root
+from ..problems import OneHotProblems
+from .base import Backend, SolveRequest, SolveResult
+from .dimod_backends import _add_timing, _records
+
+DEFAULT_BETA_QPU = 6.0  # Advantage, problem units (FACTS.md); `qsample calibrate` refines it
+PARAMS = ("chain_strength", "annealing_time", "max_retries", "beta_qpu")
+
+
+def connect(solver: str | dict | None = None):
+    """A ``DWaveSampler`` from dwave-cloud-client's own configuration or ``DWAVE_API_TOKEN``.
+
+    Raises `ConfigError` at once, without touching the network twice, when no token is set.
+    """
+    try:
+        from dwave.system import DWaveSampler
+    except ImportError as exc:
+        raise ConfigError("backend", "dwave",
+                          "dwave-system installed (pip install dwave-system)") from exc
+    try:
+        return DWaveSampler(solver=solver) if solver else DWaveSampler()
+    except ValueError as exc:
+        if "token" not in str(exc).lower():
+            raise
+        raise ConfigError(
+            "backend", "dwave",
+            "a D-Wave API token: set DWAVE_API_TOKEN or run 'dwave config create' "
+            "(qsample never takes a token from its own config or a request)") from None
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    try:
+        from dwave.cloud import exceptions as cloud
+
+        errors += [cloud.RequestTimeout, cloud.PollingTimeout, cloud.SolverOfflineError,
+                   cloud.SolverFailureError, cloud.ProblemUploadError, cloud.Timeout]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+class CliquePacking:
+    """Disjoint clique embeddings of size K in a working graph, found greedily with busclique
+    (each on the graph left by the previous ones) and cached on disk per (graph, K)."""
+
+    def __init__(self, graph, solver_id: str, folder=None) -> None:
+        self.graph = graph
+        digest = hashlib.sha256(json.dumps(
+            [solver_id, sorted(map(int, graph.nodes)),
+             sorted((int(min(u, v)), int(max(u, v))) for u, v in graph.edges)]).encode())
+        self.key = digest.hexdigest()[:16]
+        self.folder = folder if folder is not None else cache_root() / "embeddings"
+        self._cliques: dict[int, list[dict[int, list[int]]]] = {}
+        self._complete: dict[int, bool] = {}
+        self.searches = 0  # busclique calls made by this object (tests count them)
+
+    def _path(self, k: int):
+        return self.folder / f"{self.key}-K{k}.json"
+
+    def cliques(self, k: int, wanted: int) -> list[dict[int, list[int]]]:
+        """Up to ``wanted`` disjoint K-clique embeddings (fewer when the graph is full)."""
+        if k not in self._cliques:
+            path = self._path(k)
+            if path.exists():
+                data = json.loads(path.read_text())
+                self._cliques[k] = [{int(v): c for v, c in e.items()} for e in data["cliques"]]
+                self._complete[k] = data["complete"]
+            else:
+                self._cliques[k], self._complete[k] = [], False
+        found = self._cliques[k]
+        if len(found) < wanted and not self._complete[k]:
+            from minorminer import busclique
+
+            remaining = self.graph.copy()
+            remaining.remove_nodes_from(q for e in found for chain in e.values() for q in chain)
+            while len(found) < wanted:
+                self.searches += 1
+                embedding = busclique.find_clique_embedding(k, remaining)
+                if not embedding:
+                    self._complete[k] = True
+                    break
+                found.append({int(v): [int(q) for q in c] for v, c in embedding.items()})
+                remaining.remove_nodes_from(q for c in embedding.values() for q in c)
+            self._save(k)
+        if not found:
+            raise ConfigError("top_k", k, "a clique that fits the QPU's working graph")
+        return found[:wanted]
+
+    def _save(self, k: int) -> None:
+        path = self._path(k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"cliques": self._cliques[k],
+                                         "complete": self._complete[k]}))
+        os.replace(temporary, path)  # atomic: a reader sees the old or the new file
+
+
+class DWaveBackend(Backend):
+    """The D-Wave QPU (or any sampler with its structured interface, e.g.
+    ``dwave.system.testing.MockDWaveSampler``) with clique packing; see the module docstring.
+
+    Args:
+        sampler: a structured dimod sampler; default: `connect` (``DWaveSampler()``).
+        beta_qpu: effective inverse temperature of the QPU in programmed-energy units
+            (default: a saved `qsample calibrate` result for this solver, else 6).
+        chain_strength: logical chain coupling (default: dwave's uniform torque compensation).
+        max_retries: retries of a failed call (exponential backoff from ``backoff`` seconds).
+        embedding_folder: where clique packings are kept (default: the qsample cache).
+    """
+
+    name = "dwave"
+    tasks = ("ground", "thermal")
+
+    def __init__(self, sampler: Any = None, *, beta_qpu: float | None = None,
+                 chain_strength: float | None = None, max_retries: int = 3,
+                 backoff: float = 0.5, embedding_folder=None) -> None:
+        self.sampler = sampler if sampler is not None else connect()
+        substitute = getattr(self.sampler, "substitute_sampler", None)
+        if isinstance(substitute, IdealQPUStandIn):
+            self.max_size = MOCK_MAX_K
+        props = self.sampler.properties
+        self.solver_id = str(props.get("chip_id", type(self.sampler).__name__))
+        self.h_range = tuple(props.get("h_range", (-2.0, 2.0)))
+        self.j_range = tuple(props.get("j_range", (-1.0, 1.0)))
+        self.packing = CliquePacking(self.sampler.to_networkx_graph(), self.solver_id,
+                                     embedding_folder)
+        self.beta_qpu = beta_qpu if beta_qpu is not None else self._calibrated_beta()
+        self.chain_strength = chain_strength
+        self.max_retries = max_retries
+        self.backoff = backoff
+
+    def _calibrated_beta(self) -> float:
+        from ..calibration import load_calibration
+
+        saved = load_calibration(self.name, self.solver_id)
+        return float(saved["beta_eff"]) if saved else DEFAULT_BETA_QPU
+
+    def fidelity_warning(self, task: str, top_k: int) -> str | None:
+        if task == "thermal":
+            return (f"boltzmann mode on backend 'dwave' assumes the QPU samples at beta_qpu = "
+                    f"{self.beta_qpu:g} in programmed units; measure it with 'qsample calibrate' "
+                    f"(its distance to the target is reported there)")
+        return None
+
+    # ---------------------------------------------------------------- solving
+
+    def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
+        unknown = sorted(set(request.params) - set(PARAMS))
+        if unknown:
+            raise ConfigError("backend_params", dict(request.params),
+                              f"keys among {', '.join(PARAMS)} for backend 'dwave'")
+        batch, width = problems.batch_size, problems.width
+        slots = self.packing.cliques(width, batch)
+        states = np.zeros((batch, request.num_reads, width), dtype=np.int8)
+        read_mask = np.zeros((batch, request.num_reads), dtype=bool)
+        failures = np.full(batch, None, dtype=object)
+        timing: dict[str, float] = {}
+        breaks: list[float] = []
+        seconds, calls = 0.0, 0
+        for start in range(0, batch, len(slots)):
+            rows = np.arange(start, min(batch, start + len(slots)))
+            begin = time.perf_counter()
+            try:
+                reads, info, chain_breaks = self._call(problems, rows, slots, request)
+                got = min(reads.shape[1], request.num_reads)
+                states[rows, :got] = reads[:, :got]
+                read_mask[rows, :got] = True
+                _add_timing(timing, info)
+                breaks.append(chain_breaks)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                failures[rows] = f"{type(exc).__name__}: {exc}"
+            seconds += time.perf_counter() - begin
+            calls += 1
+        if breaks:
+            timing["chain_break_fraction"] = float(np.mean(breaks))
+        timing["qpu_calls"] = float(calls)
+        return SolveResult(states, read_mask, failures, seconds, calls, timing)
+
+    def _call(self, problems: OneHotProblems, rows: np.ndarray, slots, request: SolveRequest):
+        """One QPU call for ``rows``: embed their union, sample, unembed by majority vote."""
+        import dimod
+        from dwave.embedding import embed_bqm, majority_vote, unembed_sampleset
+        from dwave.embedding.chain_strength import uniform_torque_compensation
+
+        width = problems.width
+        part = OneHotProblems(problems.weights[rows], problems.penalty[rows], problems.sizes[rows])
+        bqm = part.union_bqm()  # variable b * width + i
+        embedding = {b * width + i: slots[b][i]
+                     for b in range(len(rows)) for i in range(int(part.sizes[b]))}
+        thermal = request.task == "thermal"
+        params = dict(request.params)
+        beta_qpu = float(params.pop("beta_qpu", self.beta_qpu))
+        chain_strength = params.pop("chain_strength", self.chain_strength)
+        max_retries = int(params.pop("max_retries", self.max_retries))
+        if thermal:  # program E / beta_qpu so the QPU's beta_qpu acts as beta = 1 on E
+            bqm = bqm.copy()
+            bqm.scale(self._thermal_scale(bqm, beta_qpu))
+        if chain_strength is None:
+            chain_strength = uniform_torque_compensation(bqm)
+        if thermal:
+            chain_strength = min(float(chain_strength), -self.j_range[0])
+        target = embed_bqm(bqm, embedding, self.sampler.adjacency, chain_strength=chain_strength,
+                           smear_vartype=dimod.SPIN)
+        kwargs = {"num_reads": request.num_reads, "answer_mode": "raw",
+                  "auto_scale": not thermal, **params}
+        response = self._with_retries(lambda: self.sampler.sample(target, **kwargs), max_retries)
+        unembedded = unembed_sampleset(response, embedding, bqm,
+                                       chain_break_method=majority_vote, chain_break_fraction=True)
+        labels = np.flatnonzero(part.variable_mask.ravel())
+        samples = _records(unembedded, labels)
+        reads = np.zeros((len(rows) * width, samples.shape[0]), dtype=np.int8)
+        reads[labels] = samples.T
+        reads = reads.reshape(len(rows), width, -1).transpose(0, 2, 1)
+        fraction = np.asarray(unembedded.record.chain_break_fraction, dtype=np.float64)
+        return reads, response.info, float(fraction.mean()) if fraction.size else 0.0
+
+    def _thermal_scale(self, bqm, beta_qpu: float) -> float:
+        """1 / beta_qpu, shrunk if the Ising form would leave the solver's h or J range."""
+        linear, quadratic, _ = bqm.to_ising()
+        scale = 1.0 / beta_qpu
+        h_max = max((abs(v) for v in linear.values()), default=0.0)
+        j_max = max((abs(v) for v in quadratic.values()), default=0.0)
+        limit = min(self.h_range[1] / h_max if h_max else np.inf,
+                    -self.j_range[0] / j_max if j_max else np.inf)
+        return min(scale, limit)
+
+    def _with_retries(self, call, max_retries: int):
+        transient = _transient_errors()
+        for attempt in range(max_retries + 1):
+            try:
+                response = call()
+                response.resolve()  # a cloud future: network errors surface here
+                return response
+            except transient:
+                if attempt == max_retries:
+                    raise
+                time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---------------------------------------------------------------- cost
+
+    def estimate(self, batch: int, top_k: int, num_reads: int, steps: int) -> dict[str, float]:
+        """Calls and QPU seconds for ``steps`` decoding steps of ``batch`` rows, before spending
+        any: calls per step from the clique packing, QPU access time per call from the solver's
+        timing properties (programming + num_reads x (anneal + readout + delay))."""
+        per_call = len(self.packing.cliques(top_k, batch))
+        calls_per_step = -(-batch // per_call)
+        props = self.sampler.properties
+        anneal = float(props.get("default_annealing_time", 20.0))
+        readout = float(props.get("default_readout_thermalization", 0.0)) + 125.0
+        programming = float(props.get("default_programming_thermalization", 1000.0)) + 14_000.0
+        per_call_us = programming + num_reads * (anneal + readout)
+        calls = calls_per_step * steps
+        return {"rows_per_call": float(per_call), "calls_per_step": float(calls_per_step),
+                "calls": float(calls), "qpu_access_seconds": calls * per_call_us / 1e6,
+                "qpu_access_seconds_per_call": per_call_us / 1e6}
+
+
+MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at this beta
+MOCK_MAX_K = 20  # exact sampling of an embedded clique: treewidth about K
+
+
+class IdealQPUStandIn(dimod.Sampler):
+    """An idealised QPU for offline tests: exact Boltzmann samples exp(-beta E') of the
+    *programmed* (embedded) problem E' at a known beta (tree decomposition), ignoring QPU-only
+    keyword arguments. Real QPUs are roughly this, with beta_eff near 6 and extra noise; single
+    spin-flip annealers are a poor stand-in because they cannot move embedded chains."""
+
+    def __init__(self, beta: float = MOCK_BETA_QPU) -> None:
+        from dwave.samplers import TreeDecompositionSampler
+
+        self.beta = beta
+        self._exact = TreeDecompositionSampler()
+
+    @property
+    def parameters(self) -> dict[str, list]:
+        return {"num_reads": [], "seed": []}
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return {"beta": self.beta}
+
+    def sample(self, bqm, num_reads: int = 1, seed: int | None = None, **_: Any):
+        return self._exact.sample(bqm, num_reads=num_reads, beta=self.beta, marginals=False,
+                                  seed=seed)
+
+
+def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,)):
+    """``dwave.system.testing.MockDWaveSampler`` (no token, no network) of the given topology
+    whose stand-in is `IdealQPUStandIn` at beta = MOCK_BETA_QPU: `qsample calibrate --backend
+    dwave-mock` should find the backend's assumed beta_qpu (6) confirmed."""
+    from dwave.system.testing import MockDWaveSampler
+
+    return MockDWaveSampler(topology_type=topology_type, topology_shape=list(topology_shape),
+                            parameter_warnings=False, substitute_sampler=IdealQPUStandIn())
