@@ -72,6 +72,7 @@ def tempered(target: np.ndarray, beta: float) -> np.ndarray:
 
 @dataclass
 class CalibrationResult:
+    mode: str
     backend: str
     solver: str
     k: int
@@ -101,16 +102,18 @@ def load_calibration(backend: str, solver: str) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def calibrate(backend: str, *, k: int = 16, draws: int = 4000, temperature: float = 0.8,
+def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int = 4000,
+              temperature: float = 0.8,
               seed: int = 0, shapes: tuple[str, ...] = ("flat", "peaked"), chunk: int = 1000,
               config: dict[str, Any] | None = None) -> tuple[CalibrationResult, dict]:
-    """Sample ``draws`` tokens per logits shape in ``boltzmann`` mode (``chunk`` rows per
-    sampler call), fit beta_eff jointly over the shapes, and return the result plus the
-    per-shape data for plots."""
+    """Sample ``draws`` tokens per logits shape in ``mode`` (``chunk`` rows per sampler call),
+    fit beta_eff jointly over the shapes, and return the result plus the per-shape data for
+    plots. In ``gumbel`` mode beta_eff measures how a missed ground state softens (< 1) or
+    sharpens (> 1) the distribution; only a ``boltzmann`` result sets a backend's temperature."""
     from .backends import make_backend
 
     backend_obj = make_backend(backend)
-    settings = {"mode": "boltzmann", "backend": backend_obj, "top_k": k,
+    settings = {"mode": mode, "backend": backend_obj, "top_k": k,
                 "temperature": temperature, "seed": seed, **(config or {})}
     start = time.perf_counter()
     data: dict[str, dict[str, Any]] = {}
@@ -134,11 +137,12 @@ def calibrate(backend: str, *, k: int = 16, draws: int = 4000, temperature: floa
             "tv_after": total_variation(d["counts"], tempered(d["target"], beta))}
     solver = str(getattr(backend_obj, "solver_id", backend_obj.name))
     setting = {}
-    if hasattr(backend_obj, "beta_qpu"):
+    if hasattr(backend_obj, "beta_qpu") and mode == "boltzmann":
         setting = {"beta_qpu_assumed": float(backend_obj.beta_qpu),
                    "beta_qpu_calibrated": float(backend_obj.beta_qpu) * beta}
     out = CalibrationResult(
-        backend=backend_obj.name, solver=solver, k=k, draws=draws * len(shapes), beta_eff=beta,
+        mode=mode, backend=backend_obj.name, solver=solver, k=k, draws=draws * len(shapes),
+        beta_eff=beta,
         tv_before=float(np.mean([v["tv_before"] for v in per_shape.values()])),
         tv_after=float(np.mean([v["tv_after"] for v in per_shape.values()])),
         valid_read_rate=float(np.mean([d["valid"] for d in data.values()])),
@@ -149,6 +153,8 @@ def calibrate(backend: str, *, k: int = 16, draws: int = 4000, temperature: floa
 def save_calibration(result: CalibrationResult) -> Path:
     """Write the result where `load_calibration` finds it; for backends with a temperature
     knob the saved ``beta_eff`` is the corrected setting (dwave: beta_qpu)."""
+    if result.mode != "boltzmann":
+        raise ValueError("only a boltzmann calibration sets a backend's temperature")
     path = calibration_path(result.backend, result.solver)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = result.to_dict()

@@ -172,11 +172,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     results = []
+    print(f"calibrating in {args.mode} mode", file=sys.stderr)
     print(f"{'backend':12s} {'solver':22s} {'K':>4s} {'draws':>6s} {'beta_eff':>9s} "
           f"{'TV before':>9s} {'TV after':>9s} {'valid':>6s} {'seconds':>8s}")
     for name in args.backend:
-        result, data = calibrate(name, k=args.k, draws=args.draws, seed=args.seed,
-                                 temperature=args.temperature, chunk=args.chunk)
+        result, data = calibrate(name, mode=args.mode, k=args.k, draws=args.draws,
+                                 seed=args.seed, temperature=args.temperature, chunk=args.chunk)
         results.append((result, data))
         print(f"{result.backend:12s} {result.solver[:22]:22s} {result.k:4d} {result.draws:6d} "
               f"{result.beta_eff:9.3f} {result.tv_before:9.4f} {result.tv_after:9.4f} "
@@ -185,7 +186,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             setting = result.backend_setting
             print(f"  {result.backend}: beta_qpu assumed {setting['beta_qpu_assumed']:g}, "
                   f"calibrated {setting['beta_qpu_calibrated']:.3f}")
-        if args.save:
+        if args.save and args.mode == "boltzmann":
             print(f"  saved -> {save_calibration(result)}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="effective temperature of backends in boltzmann mode")
     cal.add_argument("--backend", nargs="+", default=["batched-sa", "neal", "sqa", "dwave-mock"])
+    cal.add_argument("--mode", default="boltzmann", choices=["boltzmann", "gumbel"])
     cal.add_argument("--k", type=int, default=16, help="candidates K")
     cal.add_argument("--draws", type=int, default=4000, help="draws per logits shape")
     cal.add_argument("--chunk", type=int, default=64, help="rows per sampler call")
