@@ -109,6 +109,8 @@ class TelemetryLog:
         for s in self.steps:
             for key, value in s.backend_timing.items():
                 timing[key] = timing.get(key, 0.0) + value
+        if timing.get("chains"):  # a ratio: recomputed from the summed counts, not summed
+            timing["chain_break_fraction"] = timing["chains_broken"] / timing["chains"]
         fallbacks = sum(s.fallback_count for s in self.steps)
         return {
             "steps": len(self.steps),

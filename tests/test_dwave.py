@@ -161,4 +161,6 @@ def test_a_generation_makes_one_qpu_call_per_decoding_step(tiny_llama, tmp_path)
     assert summary["tokens"] == 10 and summary["fallbacks"] == 0
     assert summary["backend_calls"] == 5  # one QPU call per decoding step for both rows
     assert summary["backend_timing"]["qpu_calls"] == 5
+    assert 0 <= summary["backend_timing"]["chain_break_fraction"] <= 1
+    assert summary["backend_timing"]["qpu_access_time"] > 0
     assert qpu.packing.searches == 2  # the embedding, once
