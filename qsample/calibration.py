@@ -151,17 +151,14 @@ def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int 
 
 
 def save_calibration(result: CalibrationResult) -> Path:
-    """Write the result where `load_calibration` finds it; for backends with a temperature
-    knob the saved ``beta_eff`` is the corrected setting (dwave: beta_qpu)."""
+    """Write the result where `load_calibration` finds it. ``beta_eff`` is always relative (1
+    is faithful); ``backend_setting`` holds the corrected knob of backends that have one (dwave:
+    ``beta_qpu_calibrated``, which `DWaveBackend` then uses)."""
     if result.mode != "boltzmann":
         raise ValueError("only a boltzmann calibration sets a backend's temperature")
     path = calibration_path(result.backend, result.solver)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = result.to_dict()
-    if result.backend_setting:
-        payload["beta_eff"] = result.backend_setting["beta_qpu_calibrated"]
-        payload["relative_beta_eff"] = result.beta_eff
-    path.write_text(json.dumps(payload, indent=2))
+    path.write_text(json.dumps(result.to_dict(), indent=2))
     return path
 
 

@@ -42,11 +42,12 @@ def test_the_mock_qpu_confirms_its_beta_and_the_result_is_saved(monkeypatch, tmp
     path = save_calibration(result)
     assert path.parent == tmp_path / "calibration"
     saved = load_calibration("dwave", result.solver)
-    assert saved["beta_eff"] == pytest.approx(6.0 * result.beta_eff)
+    calibrated = saved["backend_setting"]["beta_qpu_calibrated"]
+    assert saved["beta_eff"] == result.beta_eff and calibrated == pytest.approx(6 * result.beta_eff)
 
     from qsample.backends.dwave import DWaveBackend, mock_sampler
 
-    assert DWaveBackend(mock_sampler(), embedding_folder=tmp_path).beta_qpu == saved["beta_eff"]
+    assert DWaveBackend(mock_sampler(), embedding_folder=tmp_path).beta_qpu == calibrated
 
 
 def test_calibrate_command_writes_table_json_and_plot(tmp_path, capsys):

@@ -164,3 +164,21 @@ def test_a_generation_makes_one_qpu_call_per_decoding_step(tiny_llama, tmp_path)
     assert 0 <= summary["backend_timing"]["chain_break_fraction"] <= 1
     assert summary["backend_timing"]["qpu_access_time"] > 0
     assert qpu.packing.searches == 2  # the embedding, once
+
+
+def test_the_plumbing_also_runs_with_a_simulated_annealing_substitute(tmp_path):
+    """dwave-system's mock with neal as its stand-in (the issue's setup): calls, unembedding
+    and telemetry work; quality is not asserted (single-spin flips cannot move embedded
+    chains, which is why the default mock uses an exact stand-in)."""
+    from dwave.samplers import SimulatedAnnealingSampler
+    from dwave.system.testing import MockDWaveSampler
+
+    mock = MockDWaveSampler(topology_type="zephyr", topology_shape=[2, 4],
+                            parameter_warnings=False,
+                            substitute_sampler=SimulatedAnnealingSampler(),
+                            substitute_kwargs={"num_sweeps": 100})
+    qpu = DWaveBackend(mock, embedding_folder=tmp_path)
+    sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=8, seed=0))
+    tokens = sampler.sample(logits(3))
+    assert tokens.shape == (3,) and sampler.last_step.backend_calls == 1
+    assert "chain_break_fraction" in sampler.last_step.backend_timing

@@ -170,7 +170,8 @@ class DWaveBackend(Backend):
         from ..calibration import load_calibration
 
         saved = load_calibration(self.name, self.solver_id)
-        return float(saved["beta_eff"]) if saved else DEFAULT_BETA_QPU
+        setting = (saved or {}).get("backend_setting") or {}
+        return float(setting.get("beta_qpu_calibrated", DEFAULT_BETA_QPU))
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
         if task == "thermal":
