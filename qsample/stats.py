@@ -1,8 +1,10 @@
-"""Goodness-of-fit helpers for fidelity checks: chi-square with merged sparse bins, and
-total-variation distance."""
+"""Statistics: goodness of fit for fidelity checks (chi-square with merged sparse bins,
+total-variation distance) and paired A/B comparisons (bootstrap confidence intervals, sign-flip
+permutation tests, Holm's correction)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,3 +66,59 @@ def chi_square(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0)
         return FitResult(0.0, 0, 1.0, tv, draws)
     stat = float(((obs_bins - exp_bins) ** 2 / exp_bins).sum())
     return FitResult(stat, dof, float(chi2_dist.sf(stat, dof)), tv, draws)
+
+
+# ------------------------------------------------------------------ paired A/B comparisons
+
+
+@dataclass
+class PairedComparison:
+    """Arm minus baseline on paired units (same prompt, same sample seed).
+
+    Attributes:
+        difference: mean of the paired differences.
+        low, high: percentile bootstrap confidence interval of that mean.
+        p_value: two-sided sign-flip permutation test of a zero mean difference.
+        p_adjusted: ``p_value`` after the multiple-comparison correction (`holm`).
+        pairs: number of pairs used (units where either value is nan are dropped).
+    """
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    pairs: int
+    p_adjusted: float = float("nan")
+
+
+def paired_comparison(arm: np.ndarray, baseline: np.ndarray, *, resamples: int = 2000,
+                      level: float = 0.95, seed: int = 0) -> PairedComparison:
+    """Bootstrap CI and permutation p-value of mean(arm - baseline) over paired units."""
+    a, b = np.asarray(arm, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    if d.size == 0:
+        return PairedComparison(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, (resamples, d.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    signs = rng.choice((-1.0, 1.0), size=(resamples, d.size))
+    observed = abs(d.mean())
+    extreme = (np.abs((signs * d).mean(axis=1)) >= observed - 1e-12).sum()
+    p = (extreme + 1) / (resamples + 1)
+    return PairedComparison(float(d.mean()), float(low), float(high), float(p), int(d.size))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error control; nan stays nan)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite])]
+    m = order.size
+    running = 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[index]))
+        out[index] = running
+    return out

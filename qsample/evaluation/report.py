@@ -1,0 +1,265 @@
+"""Metrics, paired statistics and the report of an A/B run (metrics.json, report.md, PNGs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..stats import holm, paired_comparison
+from .config import ABConfig
+from .runner import tv_estimate
+from .textmetrics import distinct_n, is_correct, ks_uniform, self_bleu, seq_rep_n
+
+ALPHA = 0.05
+# per-sample metrics (paired by prompt and sample) and per-prompt metrics (paired by prompt)
+SAMPLE_METRICS = ("mean_logprob", "seq_rep_4", "length", "accuracy", "mean_target_prob")
+PROMPT_METRICS = ("distinct_1", "distinct_2", "distinct_3", "self_bleu")
+
+
+def sample_metrics(record: dict[str, Any]) -> dict[str, float]:
+    tokens = record["token_ids"]
+    logprob = np.asarray(record["logprob"], dtype=np.float64)
+    answer = record.get("answer")
+    return {
+        "mean_logprob": float(logprob.mean()) if logprob.size else float("nan"),
+        "seq_rep_4": seq_rep_n(tokens, 4),
+        "length": float(len(tokens)),
+        "accuracy": float(is_correct(record["text"], answer)) if answer else float("nan"),
+        "mean_target_prob": float(np.mean(record["target_prob"])) if tokens else float("nan"),
+    }
+
+
+def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None
+            ) -> dict[str, Any]:
+    """Every metric per arm, and each arm's paired comparison with the baseline."""
+    by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_arm[r["arm"]].append(r)
+    arms = [a.name for a in config.arms if a.name in by_arm]
+    units: dict[str, dict[tuple, dict[str, float]]] = {}
+    prompt_units: dict[str, dict[int, dict[str, float]]] = {}
+    summary: dict[str, Any] = {}
+    for arm in config.arms:
+        rows = by_arm.get(arm.name, [])
+        if not rows:
+            continue
+        units[arm.name] = {(r["prompt_index"], r["sample"]): sample_metrics(r) for r in rows}
+        per_prompt: dict[int, list[list[int]]] = defaultdict(list)
+        for r in rows:
+            per_prompt[r["prompt_index"]].append(r["token_ids"])
+        prompt_units[arm.name] = {p: {"distinct_1": distinct_n(s, 1), "distinct_2":
+                                      distinct_n(s, 2), "distinct_3": distinct_n(s, 3),
+                                      "self_bleu": self_bleu(s)} for p, s in per_prompt.items()}
+        pits = [u for r in rows for u in r["pit"]]
+        ranks = [k for r in rows for k in r["rank"]]
+        ks_stat, ks_p = ks_uniform(pits)
+        tokens = sum(len(r["token_ids"]) for r in rows)
+        seconds = sum(r["seconds"] for r in rows)
+        tv = []
+        if make_sampler is not None and config.tv_draws:
+            for r in rows:
+                tv.extend(tv_estimate(r, arm, config.tv_draws, make_sampler))
+        means = {m: _nanmean([u[m] for u in units[arm.name].values()]) for m in SAMPLE_METRICS}
+        means.update({m: _nanmean([u[m] for u in prompt_units[arm.name].values()])
+                      for m in PROMPT_METRICS})
+        qpu = [r.get("qpu_access_time_us") for r in rows if r.get("qpu_access_time_us")]
+        summary[arm.name] = {
+            "label": arm.label, "kind": arm.kind, "settings": arm.config.to_dict(),
+            "target_temperature": arm.target_temperature, "samples": len(rows),
+            "tokens": tokens, "means": means,
+            "perplexity": math.exp(-means["mean_logprob"]) if np.isfinite(
+                means["mean_logprob"]) else float("nan"),
+            "fidelity": {"ks_statistic": ks_stat, "ks_p": ks_p,
+                         "outside_candidates": int(sum(1 for k in ranks if k < 0)),
+                         "rank_histogram": np.bincount([k for k in ranks if k >= 0],
+                                                       minlength=1).tolist(),
+                         "tv_steps": len(tv), "tv_mean": _nanmean(tv),
+                         "tv_noise_floor": _tv_floor(config.tv_draws, arm.config.top_k
+                                                     ) if tv else float("nan")},
+            "cost": {"tokens_per_second": tokens / seconds if seconds else float("nan"),
+                     "seconds": seconds,
+                     "sampler_share": _nanratio([r.get("sampler_seconds") for r in rows],
+                                                [r["seconds"] for r in rows]),
+                     "backend_seconds": float(np.nansum([r.get("backend_seconds") or np.nan
+                                                         for r in rows])) if any(
+                         r.get("backend_seconds") for r in rows) else float("nan"),
+                     "qpu_access_seconds": float(sum(qpu)) / 1e6 if qpu else None,
+                     "qpu_calls": float(sum(r.get("qpu_calls") or 0 for r in rows)) or None},
+        }
+    comparisons = _compare(config, arms, units, prompt_units)
+    return {"baseline": config.baseline, "alpha": ALPHA, "arms": summary,
+            "comparisons": comparisons}
+
+
+def _compare(config, arms, units, prompt_units) -> list[dict[str, Any]]:
+    base = config.baseline
+    rows = []
+    for arm in arms:
+        if arm == base or base not in units:
+            continue
+        for metric in SAMPLE_METRICS:
+            keys = sorted(set(units[arm]) & set(units[base]))
+            a = np.array([units[arm][k][metric] for k in keys])
+            b = np.array([units[base][k][metric] for k in keys])
+            rows.append({"arm": arm, "metric": metric, "unit": "sample",
+                         **paired_comparison(a, b, seed=len(rows)).__dict__})
+        for metric in PROMPT_METRICS:
+            keys = sorted(set(prompt_units[arm]) & set(prompt_units[base]))
+            a = np.array([prompt_units[arm][k][metric] for k in keys])
+            b = np.array([prompt_units[base][k][metric] for k in keys])
+            rows.append({"arm": arm, "metric": metric, "unit": "prompt",
+                         **paired_comparison(a, b, seed=len(rows)).__dict__})
+    adjusted = holm([r["p_value"] for r in rows])
+    for r, p in zip(rows, adjusted, strict=True):
+        r["p_adjusted"] = float(p)
+        r["significant"] = bool(np.isfinite(p) and p < ALPHA)
+    return rows
+
+
+def _nanmean(values) -> float:
+    values = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _nanratio(parts, totals) -> float:
+    pairs = [(p, t) for p, t in zip(parts, totals, strict=True) if p is not None and t]
+    return sum(p for p, _ in pairs) / sum(t for _, t in pairs) if pairs else float("nan")
+
+
+def _tv_floor(draws: int, k: int) -> float:
+    """Rough TV of a faithful sampler at ``draws``: about sqrt(K / (2 pi draws)) for flat p."""
+    return float(math.sqrt(k / (2 * math.pi * draws)) * 0.5 * math.sqrt(2))
+
+
+# ------------------------------------------------------------------ writing
+
+
+def write_report(metrics: dict[str, Any], config: ABConfig, out: str | Path,
+                 records: list[dict[str, Any]]) -> None:
+    out = Path(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    (out / "report.md").write_text(render(metrics, config))
+    plot(metrics, records, out)
+
+
+def render(metrics: dict[str, Any], config: ABConfig) -> str:
+    arms = metrics["arms"]
+    base = metrics["baseline"]
+    lines = ["# qsample A/B report", "",
+             f"Baseline arm: **{base}**. {len(arms)} arms x {config.samples} samples per prompt, "
+             f"{config.max_new_tokens} new tokens, seed {config.seed}; every arm saw the same "
+             "prompts and the same per-sample seeds.", "",
+             "## Arms", "", "| arm | what | T (target) | top-k | samples | tokens/s | "
+             "sampler share | QPU s |", "|---|---|---|---|---|---|---|---|"]
+    for name, a in arms.items():
+        c = a["cost"]
+        lines.append(f"| {name} | {a['label']} | {a['settings']['temperature']} "
+                     f"({a['target_temperature']}) | {a['settings']['top_k']} | {a['samples']} | "
+                     f"{c['tokens_per_second']:.1f} | {_pct(c['sampler_share'])} | "
+                     f"{c['qpu_access_seconds'] if c['qpu_access_seconds'] else '-'} |")
+    lines += ["", "## Fidelity", "",
+              "PIT: the randomised probability-integral transform of each chosen token under "
+              "the arm's target is uniform for a faithful sampler (KS test). TV: exact "
+              "total-variation estimate from re-sampling kept steps.", "",
+              "| arm | tokens | KS stat | KS p | verdict | TV (steps) | TV noise floor |",
+              "|---|---|---|---|---|---|---|"]
+    for name, a in arms.items():
+        f = a["fidelity"]
+        verdict = "consistent with its target" if f["ks_p"] >= ALPHA else "**not faithful**"
+        lines.append(f"| {name} | {a['tokens']} | {f['ks_statistic']:.3f} | "
+                     f"{f['ks_p']:.3g} | {verdict} | {f['tv_mean']:.3f} ({f['tv_steps']}) | "
+                     f"{f['tv_noise_floor']:.3f} |")
+    lines += ["", "## Text metrics (means per arm)", "",
+              "| arm | " + " | ".join(SAMPLE_METRICS + PROMPT_METRICS) + " | perplexity |",
+              "|---|" + "---|" * (len(SAMPLE_METRICS) + len(PROMPT_METRICS) + 1)]
+    for name, a in arms.items():
+        values = [a["means"][m] for m in SAMPLE_METRICS + PROMPT_METRICS]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4g}" for v in values)
+                     + f" | {a['perplexity']:.4g} |")
+    lines += ["", f"## Differences from the baseline ({base})", "",
+              "Paired by (prompt, sample) or by prompt; 95% percentile bootstrap interval of the "
+              "mean difference, two-sided sign-flip permutation test, Holm-adjusted over every "
+              f"(arm, metric) pair at α = {ALPHA}.", "",
+              "| arm | metric | difference | 95% CI | p | p (Holm) | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    for c in metrics["comparisons"]:
+        verdict = ("**different**" if c["significant"]
+                   else "statistically indistinguishable")
+        lines.append(f"| {c['arm']} | {c['metric']} | {c['difference']:+.4g} | "
+                     f"[{c['low']:+.4g}, {c['high']:+.4g}] | {c['p_value']:.3g} | "
+                     f"{c['p_adjusted']:.3g} | {verdict} |")
+    different = {c["arm"] for c in metrics["comparisons"] if c["significant"]}
+    lines += ["", "## In one line per arm", ""]
+    for name in arms:
+        if name == base:
+            continue
+        if name in different:
+            which = [c["metric"] for c in metrics["comparisons"]
+                     if c["arm"] == name and c["significant"]]
+            lines.append(f"- **{name}** differs from {base} in: {', '.join(which)}.")
+        else:
+            lines.append(f"- **{name}** is statistically indistinguishable from {base} on every "
+                         f"text metric at this sample size.")
+    lines += ["", "Plots: `metrics.png` (differences with intervals), `fidelity.png` (chosen "
+              "rank and target-probability histograms), `latency.png`.", ""]
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%" if value == value else "-"
+
+
+def plot(metrics: dict[str, Any], records: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comps = metrics["comparisons"]
+    names = list(dict.fromkeys(c["metric"] for c in comps))
+    arms = list(dict.fromkeys(c["arm"] for c in comps))
+    if comps:
+        fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.2), squeeze=False)
+        for ax, metric in zip(axes[0], names, strict=True):
+            for i, arm in enumerate(arms):
+                c = next(x for x in comps if x["arm"] == arm and x["metric"] == metric)
+                ax.errorbar([i], [c["difference"]], yerr=[[c["difference"] - c["low"]],
+                                                          [c["high"] - c["difference"]]],
+                            fmt="o", color="C3" if c["significant"] else "C0")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=7)
+            ax.set_title(metric, fontsize=8)
+        fig.suptitle(f"arm - {metrics['baseline']} (95% CI; red: Holm p < {ALPHA})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / "metrics.png", dpi=100)
+        plt.close(fig)
+    by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_arm[r["arm"]].append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, rows in by_arm.items():
+        ranks = [k for r in rows for k in r["rank"] if k >= 0]
+        probs = [p for r in rows for p in r["target_prob"]]
+        axes[0].hist(ranks, bins=range(0, max(ranks, default=0) + 2), histtype="step",
+                     density=True, label=name)
+        axes[1].hist(probs, bins=20, range=(0, 1), histtype="step", density=True, label=name)
+    axes[0].set_xlabel("chosen rank among candidates")
+    axes[1].set_xlabel("target probability of the chosen token")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fidelity.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    arm_names = list(metrics["arms"])
+    ax.bar(range(len(arm_names)), [metrics["arms"][a]["cost"]["tokens_per_second"]
+                                   for a in arm_names])
+    ax.set_xticks(range(len(arm_names)), arm_names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("tokens/s")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)

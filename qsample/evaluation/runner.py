@@ -1,0 +1,158 @@
+"""Runs an A/B comparison: every arm on the same prompts and seeds, resumable.
+
+Each (arm, prompt, sample) becomes one JSON line of ``samples.jsonl`` in the output folder; a
+rerun with the same folder skips the lines already there. Sample s of prompt p uses the seed
+hash(seed, p, s) in every arm, so the arms are paired.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .. import rng
+from ..candidates import select_candidates
+from .config import ABConfig, Arm
+from .prompts import Prompt, load_prompts
+from .textmetrics import pit
+
+
+class Engine(Protocol):
+    """Generates one continuation; see `plugins.transformers.ab_engine.TransformersEngine`."""
+
+    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int,
+                 keep_steps: int) -> dict[str, Any]: ...
+
+
+def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of (prompt, sample), shared by every arm."""
+    return int(rng.combine(seed, prompt_index, sample_index) >> np.uint64(33))
+
+
+def score_steps(raw_logits: torch.Tensor, chosen: torch.Tensor, arm: Arm, seed: int,
+                keep_steps: int = 0) -> dict[str, Any]:
+    """Per-step fidelity data of one continuation from the model's raw logits [T, V].
+
+    rank: position of the chosen token among the arm's target candidates (sorted by
+    probability; -1 outside them); target_prob: its target probability; pit: the randomised
+    PIT (`textmetrics.pit`); logprob: its log-probability under the model at T = 1 (for
+    likelihood and perplexity). The first ``keep_steps`` steps also keep the top-k logits, so
+    that the step can be re-sampled later for an exact total-variation estimate.
+    """
+    cfg = arm.config
+    logits = raw_logits.float()
+    block = select_candidates(logits, temperature=arm.target_temperature, top_k=cfg.top_k,
+                              top_p=cfg.top_p, min_p=cfg.min_p)
+    probs = block.target_probs()
+    ids = chosen.cpu().numpy()
+    logprob = torch.log_softmax(logits, dim=1).gather(1, chosen[:, None].to(logits.device))
+    u = rng.uniform(rng.combine(seed, np.arange(len(ids), dtype=np.uint64)), 99, 1)[:, 0]
+    ranks, target, pits = [], [], []
+    for t, token in enumerate(ids):  # T is at most max_new_tokens: small, host-side
+        where = np.flatnonzero(block.token_ids[t] == token)
+        if where.size == 0:
+            ranks.append(-1)
+            target.append(0.0)
+            pits.append(float("nan"))
+            continue
+        r = int(where[0])
+        ranks.append(r)
+        target.append(float(probs[t, r]))
+        pits.append(pit(probs[t], r, float(u[t])))
+    kept = []
+    k = min(cfg.top_k, logits.shape[1])
+    for t in range(min(keep_steps, len(ids))):
+        values, index = torch.topk(logits[t], k)
+        kept.append({"vocab": int(logits.shape[1]), "ids": index.tolist(),
+                     "values": [round(v, 6) for v in values.tolist()]})
+    return {"rank": ranks, "target_prob": target, "pit": pits,
+            "logprob": logprob[:, 0].cpu().tolist(), "tv_logits": kept}
+
+
+def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool = True,
+           log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Generate every missing sample into ``out/samples.jsonl``; return all records."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "samples.jsonl"
+    prompts = load_prompts(config.prompts)
+    records = _read(path)
+    done = {(r["arm"], r["prompt_index"], r["sample"]) for r in records}
+    todo = [(arm, p, s) for arm in config.arms for p in range(len(prompts))
+            for s in range(config.samples) if (arm.name, p, s) not in done]
+    if done:
+        log(f"qsample ab: resuming, {len(done)} samples done, {len(todo)} to go")
+    bar = _progress(len(todo), progress)
+    with open(path, "a", encoding="utf-8") as sink:
+        for arm, p, s in todo:
+            prompt: Prompt = prompts[p]
+            seed = sample_seed(config.seed, p, s)
+            keep = config.tv_steps if (p < config.tv_prompts and s == 0) else 0
+            record = engine.generate(prompt.text, arm, seed, config.max_new_tokens, keep)
+            record.update({"arm": arm.name, "prompt_index": p, "sample": s, "seed": seed,
+                           "prompt": prompt.text, "answer": prompt.answer, "kind": prompt.kind})
+            sink.write(json.dumps(record, allow_nan=True) + "\n")
+            sink.flush()
+            records.append(record)
+            bar.update(1)
+    bar.close()
+    return records
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by an interrupted run: regenerated
+            continue
+    return rows
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=not enabled or total == 0, desc="qsample ab",
+                    unit="sample")
+    except ImportError:  # pragma: no cover
+        class _Null:
+            def update(self, _n: int) -> None: ...
+
+            def close(self) -> None: ...
+
+        return _Null()
+
+
+def tv_estimate(record: dict[str, Any], arm: Arm, draws: int, make_sampler) -> list[float]:
+    """Exact total-variation estimates of the arm at the record's kept steps: re-sample each
+    step ``draws`` times and compare with its target. ``make_sampler(arm)`` returns a function
+    logits [N, V] -> token ids [N]."""
+    sample = make_sampler(arm)
+    out = []
+    for step in record.get("tv_logits") or []:
+        row = torch.full((step["vocab"],), -math.inf)
+        row[torch.tensor(step["ids"])] = torch.tensor(step["values"])
+        cfg = arm.config
+        block = select_candidates(row[None], temperature=arm.target_temperature,
+                                  top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p)
+        target = block.target_probs()[0]
+        tokens = sample(row[None].expand(draws, -1)).cpu().numpy()
+        position = {int(t): i for i, t in enumerate(block.token_ids[0]) if t >= 0}
+        counts = np.zeros(len(target))
+        outside = 0
+        for token in tokens:
+            if int(token) in position:
+                counts[position[int(token)]] += 1
+            else:
+                outside += 1
+        out.append(0.5 * (np.abs(counts / draws - target).sum() + outside / draws))
+    return out
