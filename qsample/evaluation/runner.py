@@ -36,14 +36,16 @@ def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 
 def score_steps(raw_logits: torch.Tensor, chosen: torch.Tensor, arm: Arm, seed: int,
-                keep_steps: int = 0) -> dict[str, Any]:
+                keep_steps: int = 0, chosen_logprob: list[float] | None = None
+                ) -> dict[str, Any]:
     """Per-step fidelity data of one continuation from the model's raw logits [T, V].
 
     rank: position of the chosen token among the arm's target candidates (sorted by
     probability; -1 outside them); target_prob: its target probability; pit: the randomised
     PIT (`textmetrics.pit`); logprob: its log-probability under the model at T = 1 (for
-    likelihood and perplexity). The first ``keep_steps`` steps also keep the top-k logits, so
-    that the step can be re-sampled later for an exact total-variation estimate.
+    likelihood and perplexity; ``chosen_logprob`` overrides it when the engine only has the
+    top-k logits, e.g. vLLM's logprobs). The first ``keep_steps`` steps also keep the top-k
+    logits, so that the step can be re-sampled later for an exact total-variation estimate.
     """
     cfg = arm.config
     logits = raw_logits.float()
@@ -72,7 +74,8 @@ def score_steps(raw_logits: torch.Tensor, chosen: torch.Tensor, arm: Arm, seed: 
         kept.append({"vocab": int(logits.shape[1]), "ids": index.tolist(),
                      "values": [round(v, 6) for v in values.tolist()]})
     return {"rank": ranks, "target_prob": target, "pit": pits,
-            "logprob": logprob[:, 0].cpu().tolist(), "tv_logits": kept}
+            "logprob": chosen_logprob if chosen_logprob is not None
+            else logprob[:, 0].cpu().tolist(), "tv_logits": kept}
 
 
 def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool = True,
@@ -132,10 +135,12 @@ def _progress(total: int, enabled: bool):
         return _Null()
 
 
-def tv_estimate(record: dict[str, Any], arm: Arm, draws: int, make_sampler) -> list[float]:
-    """Exact total-variation estimates of the arm at the record's kept steps: re-sample each
-    step ``draws`` times and compare with its target. ``make_sampler(arm)`` returns a function
-    logits [N, V] -> token ids [N]."""
+def tv_estimate(record: dict[str, Any], arm: Arm, draws: int, make_sampler
+                ) -> list[tuple[float, float]]:
+    """(TV, noise floor) of the arm at each of the record's kept steps: re-sample the step
+    ``draws`` times and compare with its target; the floor is the TV a faithful sampler would
+    show, about 1/2 sum_i sqrt(2 p_i (1 - p_i) / (pi draws)). ``make_sampler(arm)`` returns a
+    function logits [N, V] -> token ids [N]."""
     sample = make_sampler(arm)
     out = []
     for step in record.get("tv_logits") or []:
@@ -154,5 +159,7 @@ def tv_estimate(record: dict[str, Any], arm: Arm, draws: int, make_sampler) -> l
                 counts[position[int(token)]] += 1
             else:
                 outside += 1
-        out.append(0.5 * (np.abs(counts / draws - target).sum() + outside / draws))
+        tv = 0.5 * (np.abs(counts / draws - target).sum() + outside / draws)
+        floor = 0.5 * np.sqrt(2 * target * (1 - target) / (np.pi * draws)).sum()
+        out.append((float(tv), float(floor)))
     return out
