@@ -16,8 +16,9 @@ from qsample.plugins.transformers.models import load_model
 def main(config_path: str = "examples/ab.toml", out: str = "ab-results") -> None:
     config = load_config(config_path)
     model, tokenizer = load_model(config.model)  # None: the embedded default model
-    records = run_ab(config, TransformersEngine(model, tokenizer, chat=config.chat), out)
-    metrics = compute(records, config, arm_sampler)
+    engine = TransformersEngine(model, tokenizer, chat=config.chat)
+    records = run_ab(config, engine, out)
+    metrics = compute(records, config, arm_sampler, engine.features)
     write_report(metrics, config, out, records)
     for name, arm in metrics["arms"].items():
         print(f"{name:24s} KS p = {arm['fidelity']['ks_p']:.3g}   "

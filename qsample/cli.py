@@ -227,7 +227,7 @@ def _ab(args: argparse.Namespace) -> int:
           f"{args.out}", file=sys.stderr)
     records = run_ab(config, engine, args.out, progress=not args.no_progress,
                      log=lambda line: print(line, file=sys.stderr))
-    metrics = compute(records, config, arm_sampler)
+    metrics = compute(records, config, arm_sampler, getattr(engine, "features", None))
     write_report(metrics, config, args.out, records)
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.md, metrics.json, samples.jsonl and plots", file=sys.stderr)

@@ -53,7 +53,7 @@ def ab_run(tiny_llama_dir, tmp_path_factory):
     model, tokenizer = load_model(str(tiny_llama_dir))
     engine = TransformersEngine(model, tokenizer)
     records = run_ab(config, engine, out, progress=False, log=lambda _: None)
-    metrics = compute(records, config, arm_sampler)
+    metrics = compute(records, config, arm_sampler, engine.features)
     write_report(metrics, config, out, records)
     return config, engine, out, records, metrics
 
@@ -80,6 +80,14 @@ def test_a_distorted_arm_is_detected_by_ks_and_a_text_metric(ab_run):
     assert metrics["arms"]["distorted"]["fidelity"]["ks_p"] < ALPHA
     assert any(c["significant"] for c in verdicts(metrics, "distorted").values())
     assert verdicts(metrics, "distorted")["mean_logprob"]["difference"] < 0
+
+
+def test_mauve_when_installed(ab_run):
+    pytest.importorskip("mauve")
+    _, _, _, _, metrics = ab_run
+    assert metrics["arms"]["plain"]["mauve_vs_baseline"] is None  # the baseline itself
+    for name in ("plain again", "gumbel", "distorted"):
+        assert 0 < metrics["arms"][name]["mauve_vs_baseline"] <= 1
 
 
 def test_outputs_and_report(ab_run):

@@ -63,6 +63,20 @@ class TransformersEngine:
         return record
 
 
+    def features(self, texts: list[str], batch: int = 8) -> torch.Tensor:
+        """Mean last-layer hidden state of each text under the model (MAUVE's embedding)."""
+        rows = []
+        for start in range(0, len(texts), batch):
+            inputs = self.tokenizer(texts[start : start + batch], return_tensors="pt",
+                                    padding=True, truncation=True, max_length=256)
+            inputs = inputs.to(self.model.device)
+            with torch.no_grad():
+                hidden = self.model(**inputs, output_hidden_states=True).hidden_states[-1]
+            mask = inputs["attention_mask"][..., None].to(hidden.dtype)
+            rows.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())
+        return torch.cat(rows).numpy()
+
+
 def arm_sampler(arm: Arm):
     """logits [N, V] -> token ids [N] by the arm's own mechanism, for exact TV estimates."""
     if arm.kind == "qsample":

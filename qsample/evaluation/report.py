@@ -34,9 +34,14 @@ def sample_metrics(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None
-            ) -> dict[str, Any]:
-    """Every metric per arm, and each arm's paired comparison with the baseline."""
+def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None,
+            featurize=None) -> dict[str, Any]:
+    """Every metric per arm, and each arm's paired comparison with the baseline.
+
+    ``featurize(texts) -> [N, D]`` (the engine's model embedding of prompt + continuation)
+    enables MAUVE of each arm against the baseline when the optional ``mauve-text`` package
+    is installed (1: the two text distributions cannot be told apart by its clustering).
+    """
     by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_arm[r["arm"]].append(r)
@@ -90,6 +95,7 @@ def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None
                      "qpu_access_seconds": float(sum(qpu)) / 1e6 if qpu else None,
                      "qpu_calls": float(sum(r.get("qpu_calls") or 0 for r in rows)) or None},
         }
+    _add_mauve(summary, by_arm, config.baseline, featurize)
     comparisons = _compare(config, arms, units, prompt_units)
     return {"baseline": config.baseline, "alpha": ALPHA, "arms": summary,
             "comparisons": comparisons}
@@ -118,6 +124,26 @@ def _compare(config, arms, units, prompt_units) -> list[dict[str, Any]]:
         r["p_adjusted"] = float(p)
         r["significant"] = bool(np.isfinite(p) and p < ALPHA)
     return rows
+
+
+def _add_mauve(summary, by_arm, baseline: str, featurize) -> None:
+    try:
+        import mauve
+    except ImportError:
+        mauve = None
+    for name in summary:
+        summary[name]["mauve_vs_baseline"] = None
+    if mauve is None or featurize is None or baseline not in by_arm:
+        return
+    texts = {name: [r["prompt"] + r["text"] for r in rows] for name, rows in by_arm.items()}
+    reference = np.asarray(featurize(texts[baseline]))
+    for name in summary:
+        if name == baseline:
+            continue
+        result = mauve.compute_mauve(p_features=reference,
+                                     q_features=np.asarray(featurize(texts[name])),
+                                     verbose=False, seed=25)
+        summary[name]["mauve_vs_baseline"] = float(result.mauve)
 
 
 def _nanmean(values) -> float:
@@ -169,12 +195,18 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
                      f"{f['ks_p']:.3g} | {verdict} | {f['tv_mean']:.3f} ({f['tv_steps']}) | "
                      f"{f['tv_noise_floor']:.3f} |")
     lines += ["", "## Text metrics (means per arm)", "",
-              "| arm | " + " | ".join(SAMPLE_METRICS + PROMPT_METRICS) + " | perplexity |",
-              "|---|" + "---|" * (len(SAMPLE_METRICS) + len(PROMPT_METRICS) + 1)]
+              "| arm | " + " | ".join(SAMPLE_METRICS + PROMPT_METRICS)
+              + " | perplexity | MAUVE vs baseline |",
+              "|---|" + "---|" * (len(SAMPLE_METRICS) + len(PROMPT_METRICS) + 2)]
     for name, a in arms.items():
         values = [a["means"][m] for m in SAMPLE_METRICS + PROMPT_METRICS]
+        score = a.get("mauve_vs_baseline")
         lines.append(f"| {name} | " + " | ".join(f"{v:.4g}" for v in values)
-                     + f" | {a['perplexity']:.4g} |")
+                     + f" | {a['perplexity']:.4g} | "
+                     + (f"{score:.3f}" if score is not None else "-") + " |")
+    lines += ["", "MAUVE (when `mauve-text` is installed; transformers engine): each arm's "
+              "continuations against the baseline's, on the model's own mean hidden states; "
+              "1 = indistinguishable to its clustering, and with few samples it is noisy."]
     lines += ["", f"## Differences from the baseline ({base})", "",
               "Paired by (prompt, sample) or by prompt; 95% percentile bootstrap interval of the "
               "mean difference, two-sided sign-flip permutation test, Holm-adjusted over every "
