@@ -1,7 +1,8 @@
 """Runs an A/B comparison: every arm on the same prompts and seeds, resumable.
 
-Each (arm, prompt, sample) becomes one JSON line of ``samples.jsonl`` in the output folder; a
-rerun with the same folder skips the lines already there. Sample s of prompt p uses the seed
+Each (arm, prompt, sample) becomes one JSON line of ``samples.jsonl`` in the output folder, the
+arms interleaved per (prompt, sample); a rerun with the same folder skips the lines already
+there. Sample s of prompt p uses the seed
 hash(seed, p, s) in every arm, so the arms are paired.
 """
 
@@ -87,8 +88,10 @@ def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool 
     prompts = load_prompts(config.prompts)
     records = _read(path)
     done = {(r["arm"], r["prompt_index"], r["sample"]) for r in records}
-    todo = [(arm, p, s) for arm in config.arms for p in range(len(prompts))
-            for s in range(config.samples) if (arm.name, p, s) not in done]
+    # arms interleaved per (prompt, sample): machine-speed drift during the run affects every
+    # arm alike, so the arms' tokens/s are comparable
+    todo = [(arm, p, s) for p in range(len(prompts)) for s in range(config.samples)
+            for arm in config.arms if (arm.name, p, s) not in done]
     if done:
         log(f"qsample ab: resuming, {len(done)} samples done, {len(todo)} to go")
     bar = _progress(len(todo), progress)
