@@ -17,8 +17,6 @@ speed-up over neal per-row, and the fraction of problems whose best read is the 
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 
 from . import rng
 from .annealer import anneal_dense, anneal_onehot, beta_schedule
+from .bench import timed_median
 from .problems import OneHotProblems
 
 MAX_UNION_INTERACTIONS = 4_000_000
@@ -47,16 +46,6 @@ class AnnealRow:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _median_ms(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
-    result = fn()  # warm-up: compilation, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), result
 
 
 def gumbel_problems(batch: int, k: int, seed: int = 0) -> OneHotProblems:
@@ -131,7 +120,7 @@ def run_anneal_bench(batches: Sequence[int] = (1, 8, 64, 256),
                     log(f"skip {arm} B={batch} K={k}: union of "
                         f"{batch * k * (k - 1) // 2:,} couplings")
                     continue
-                median, states = _median_ms(runs[arm], repeats)
+                median, states = timed_median(runs[arm], repeats)
                 if arm == "neal per-row":
                     reference = median
                 attempts = batch * num_reads * num_sweeps * k

@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,14 +57,15 @@ def classical_floor(logits: torch.Tensor, k: int, temperature: float,
     return ids.gather(1, choice).squeeze(1)
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: imports, caches, first-call costs
+def timed_median(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(median milliseconds of ``repeats`` calls after one warm-up call, the last result)."""
+    result = fn()  # warm-up: imports, caches, compilation, first-call costs
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def run_bench(
@@ -81,7 +82,7 @@ def run_bench(
         for batch in batches:
             logits = torch.randn(batch, vocab, generator=torch.Generator().manual_seed(batch)) * 3
             gen = torch.Generator().manual_seed(0)
-            floor = _median_ms(
+            floor, _ = timed_median(
                 lambda x=logits, k=k, g=gen: classical_floor(x, k, temperature, g), repeats)
             for mode, backend in combos:
                 config = SamplerConfig(mode=mode, backend=backend, top_k=k,
@@ -95,7 +96,7 @@ def run_bench(
                     continue
                 sampler.sample(logits)  # compile/caches, kept out of the telemetry summary
                 sampler.telemetry.clear()
-                median = _median_ms(lambda s=sampler, x=logits: s.sample(x), repeats)
+                median, _ = timed_median(lambda s=sampler, x=logits: s.sample(x), repeats)
                 summary = sampler.telemetry.summary()
                 row = BenchRow(mode, backend, batch, k, median, floor, median / floor,
                                median / batch, summary["backend_share"],

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..problems import OneHotProblems
 
 TASKS = ("ground", "thermal")
@@ -77,15 +78,31 @@ class Backend(ABC):
         name: registry name, shown in telemetry.
         tasks: the tasks it can perform faithfully (``"ground"``, ``"thermal"``).
         max_size: largest K it accepts (None: no limit).
+        thermal_measured_k: largest K at which ``thermal`` was measured faithful with the
+            default settings (None: no such limit); above it `fidelity_warning` says so.
+        params: the ``backend_params`` keys it accepts (None: any, passed to its sampler).
     """
 
     name: str = "backend"
     tasks: tuple[str, ...] = TASKS
     max_size: int | None = None
+    thermal_measured_k: int | None = None
+    params: tuple[str, ...] | None = None
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
         """Why ``task`` at up to ``top_k`` candidates is not measured faithful, or None."""
+        limit = self.thermal_measured_k
+        if task == "thermal" and limit is not None and top_k > limit:
+            return (f"boltzmann mode with backend '{self.name}' is measured faithful only up to "
+                    f"K = {limit} candidates with its default sweeps; at top_k={top_k} check it "
+                    f"with 'qsample fidelity' or use mode='gumbel'")
         return None
+
+    def check_params(self, request: SolveRequest) -> None:
+        """`ConfigError` naming ``backend_params`` when it holds keys not in ``params``."""
+        if self.params is not None and set(request.params) - set(self.params):
+            raise ConfigError("backend_params", dict(request.params),
+                              f"keys among {', '.join(self.params)} for backend '{self.name}'")
 
     def default_num_reads(self, task: str) -> int | None:
         """Reads per row this backend needs for ``task`` when the config leaves num_reads None

@@ -15,11 +15,8 @@ import time
 import numpy as np
 
 from ..annealer import anneal_onehot, beta_schedule
-from ..errors import ConfigError
 from ..problems import OneHotProblems
 from .base import Backend, SolveRequest, SolveResult
-
-PARAMS = ("acceptance", "order")
 
 
 class BatchedSABackend(Backend):
@@ -28,19 +25,10 @@ class BatchedSABackend(Backend):
     name = "batched-sa"
     tasks = ("ground", "thermal")
     thermal_measured_k = 256  # boltzmann defaults measured faithful up to here (docs/fidelity.md)
-
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        if task == "thermal" and top_k > self.thermal_measured_k:
-            return (f"boltzmann mode with backend 'batched-sa' is measured faithful only up to "
-                    f"K = {self.thermal_measured_k} candidates with its default sweeps; at "
-                    f"top_k={top_k} check it with 'qsample fidelity' or use mode='gumbel'")
-        return None
+    params = ("acceptance", "order")
 
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
-        unknown = sorted(set(request.params) - set(PARAMS))
-        if unknown:
-            raise ConfigError("backend_params", dict(request.params),
-                              f"keys among {', '.join(PARAMS)} for backend 'batched-sa'")
+        self.check_params(request)
         thermal = request.task == "thermal"
         if thermal:
             betas = beta_schedule(request.num_sweeps, "fixed", beta=request.beta)

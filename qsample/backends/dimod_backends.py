@@ -168,13 +168,6 @@ class NealBackend(DimodBackend):
     default_batching = "union"
     thermal_measured_k = 256  # boltzmann defaults measured faithful up to here
 
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        if task == "thermal" and top_k > self.thermal_measured_k:
-            return (f"boltzmann mode with backend 'neal' is measured faithful only up to K = "
-                    f"{self.thermal_measured_k} candidates with its default sweeps; at "
-                    f"top_k={top_k} check it with 'qsample fidelity' or use mode='gumbel'")
-        return None
-
     def __init__(self) -> None:
         from dwave.samplers import SimulatedAnnealingSampler
 

@@ -40,7 +40,6 @@ from .base import Backend, SolveRequest, SolveResult
 from .dimod_backends import _add_timing, _records
 
 DEFAULT_BETA_QPU = 6.0  # Advantage, problem units (FACTS.md); `qsample calibrate` refines it
-PARAMS = ("chain_strength", "annealing_time", "max_retries", "beta_qpu")
 
 
 def connect(solver: str | dict | None = None):
@@ -147,6 +146,7 @@ class DWaveBackend(Backend):
 
     name = "dwave"
     tasks = ("ground", "thermal")
+    params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu")
 
     def __init__(self, sampler: Any = None, *, beta_qpu: float | None = None,
                  chain_strength: float | None = None, max_retries: int = 3,
@@ -183,10 +183,7 @@ class DWaveBackend(Backend):
     # ---------------------------------------------------------------- solving
 
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
-        unknown = sorted(set(request.params) - set(PARAMS))
-        if unknown:
-            raise ConfigError("backend_params", dict(request.params),
-                              f"keys among {', '.join(PARAMS)} for backend 'dwave'")
+        self.check_params(request)
         batch, width = problems.batch_size, problems.width
         slots = self.packing.cliques(width, batch)
         states = np.zeros((batch, request.num_reads, width), dtype=np.int8)
@@ -217,7 +214,6 @@ class DWaveBackend(Backend):
 
     def _call(self, problems: OneHotProblems, rows: np.ndarray, slots, request: SolveRequest):
         """One QPU call for ``rows``: embed their union, sample, unembed by majority vote."""
-        import dimod
         from dwave.embedding import embed_bqm, majority_vote, unembed_sampleset
         from dwave.embedding.chain_strength import uniform_torque_compensation
 
