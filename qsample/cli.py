@@ -142,11 +142,12 @@ def _generate(args: argparse.Namespace) -> int:
 def _dry_run(config, max_new_tokens: int) -> int:
     """Print what a generation would cost on the config's backend, spending nothing."""
     from .backends import make_backend
-    from .modes import MODES
+    from .sampler import resolve_request
 
     backend = make_backend(config.backend)
-    mode = MODES[config.mode]
-    reads = config.num_reads or backend.default_num_reads(mode.task) or mode.defaults.num_reads
+    request = resolve_request(config, backend)
+    backend.check(request, config.top_k)
+    reads = request.num_reads
     print(f"qsample dry run: {max_new_tokens} decoding steps x 1 row, {config.mode}/"
           f"{backend.name}, top_k={config.top_k}, {reads} reads per row")
     if not hasattr(backend, "estimate"):

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,7 +28,27 @@ from .candidates import CandidateBlock, check_logits, nan_rows_error, select_can
 from .config import SamplerConfig
 from .errors import BackendError, ConfigError
 from .modes import MODES, Mode
+from .problems import OneHotProblems
 from .telemetry import StepTelemetry, TelemetryLog
+
+
+def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
+    """The step request a config implies on ``backend``, with the mode's and the backend's
+    defaults filled in (keys empty: each step sets its own). Resolved once per sampler."""
+    mode = MODES[config.mode]
+    defaults = mode.defaults
+    return SolveRequest(
+        task=mode.task,
+        num_reads=(config.num_reads or backend.default_num_reads(mode.task)
+                   or defaults.num_reads),
+        num_sweeps=config.num_sweeps or defaults.num_sweeps,
+        beta_range=config.beta_range or defaults.beta_range,
+        beta_schedule=config.beta_schedule,
+        beta=1.0,
+        keys=np.empty(0, dtype=np.uint64),
+        batching=config.batching,
+        params=config.backend_params,
+    )
 
 
 class QuantumSampler:
@@ -49,7 +70,15 @@ class QuantumSampler:
         self.config = config if config is not None else SamplerConfig()
         self.mode: Mode = MODES[self.config.mode]
         self.backend: Backend = make_backend(self.config.backend)
-        self._check_backend()
+        self.request = resolve_request(self.config, self.backend)
+        self.penalty = self.config.penalty or self.mode.defaults.penalty
+        greedy = self.config.temperature == 0
+        self.backend.check(self.request, None if greedy else self.config.top_k)
+        if self.backend.probe and not greedy:
+            self._probe()
+        note = self.backend.fidelity_warning(self.mode.task, self.config.top_k)
+        if note:
+            warnings.warn(note + " (docs/fidelity.md)", stacklevel=2)
         self.telemetry = TelemetryLog(max_telemetry_steps)
         self.record_telemetry = telemetry
         self.last_step: StepTelemetry | None = None
@@ -59,22 +88,26 @@ class QuantumSampler:
             seed = int(np.random.SeedSequence().entropy % 2**63)
         self._base_seed = seed
 
-    def _check_backend(self) -> None:
-        cfg, backend = self.config, self.backend
-        if self.mode.task not in backend.tasks:
-            raise ConfigError(
-                "backend",
-                cfg.backend_name,
-                f"a backend that can do '{self.mode.task}' sampling for mode '{cfg.mode}' "
-                f"('{backend.name}' does only {', '.join(backend.tasks)})",
-            )
-        if backend.max_size is not None and cfg.top_k > backend.max_size and cfg.temperature > 0:
-            raise ConfigError(
-                "top_k", cfg.top_k, f"at most {backend.max_size} with backend '{backend.name}'"
-            )
-        note = backend.fidelity_warning(self.mode.task, cfg.top_k)
-        if note:
-            warnings.warn(note + " (docs/fidelity.md)", stacklevel=3)
+    @property
+    def cost(self) -> int:
+        """Annealing work per row and step, reads x sweeps x top_k (spin-flip attempts for the
+        annealers; sweeps count 1 for backends without them). Adapters cap requests by it."""
+        return self.request.num_reads * (self.request.num_sweeps or 1) * self.config.top_k
+
+    def _probe(self) -> None:
+        """Solve one two-candidate problem with the resolved settings (see `Backend.probe`)."""
+        problems = OneHotProblems(np.array([[0.0, -1.0]]), np.array([self.penalty]),
+                                  np.array([2]))
+        request = dataclasses.replace(self.request, keys=rng.row_keys(0, 0, 1))
+        try:
+            result = self.backend.solve(problems, request)
+            self._check_result(result, 1, 2)
+            failure = result.failures[0]
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        if failure is not None:
+            raise ConfigError("backend_params", dict(self.config.backend_params),
+                              f"settings backend '{self.backend.name}' can run ({failure})")
 
     # ------------------------------------------------------------------ public API
 
@@ -106,21 +139,8 @@ class QuantumSampler:
         block = select_candidates(
             logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p
         )
-        defaults = self.mode.defaults
-        penalty = cfg.penalty if cfg.penalty is not None else defaults.penalty
-        problems = self.mode.encode(block, keys, penalty)
-        request = SolveRequest(
-            task=self.mode.task,
-            num_reads=(cfg.num_reads or self.backend.default_num_reads(self.mode.task)
-                       or defaults.num_reads),
-            num_sweeps=cfg.num_sweeps or defaults.num_sweeps,
-            beta_range=cfg.beta_range or defaults.beta_range,
-            beta_schedule=cfg.beta_schedule,
-            beta=1.0,
-            keys=keys,
-            batching=cfg.batching,
-            params=cfg.backend_params,
-        )
+        problems = self.mode.encode(block, keys, self.penalty)
+        request = dataclasses.replace(self.request, keys=keys)
         result = self._solve(problems, request)
         choice, energy, valid_count, reason = self._decode(problems, result)
 
@@ -180,7 +200,9 @@ class QuantumSampler:
             result = self.backend.solve(problems, request)
             self._check_result(result, batch, width)
             return result
-        except Exception as exc:
+        except ConfigError:  # a configuration mistake is never a fallback
+            raise
+        except Exception as exc:  # a run-time failure: the fallback policy, per row, counted
             failures = np.full(batch, f"{type(exc).__name__}: {exc}", dtype=object)
             return SolveResult(np.zeros((batch, 1, width), np.int8), np.zeros((batch, 1), bool),
                                failures)

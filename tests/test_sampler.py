@@ -273,3 +273,38 @@ def test_half_precision_logits_give_the_same_tokens(dtype):
     cfg = SamplerConfig(top_k=8, seed=9)
     assert torch.equal(QuantumSampler(cfg).sample(logits.to(dtype)),
                        QuantumSampler(cfg).sample(logits))
+
+
+# -- the failure rule: configuration mistakes raise when the sampler is built, never fall back ----
+
+@pytest.mark.parametrize("backend, params, named", [
+    ("batched-sa", {"acceptence": "gibbs"}, "acceptence"),  # a typo of a known key
+    ("batched-sa", {"acceptance": "glauber"}, "glauber"),  # a value the backend refuses
+    ("neal", {"proposal_acceptance_criteria": "Glauber"}, "Glauber"),
+    ("neal", {"num_sweep": 10}, "num_sweep"),
+    ("tree", {"marginal": True}, "marginal"),
+])
+def test_bad_backend_params_raise_when_the_sampler_is_built(backend, params, named):
+    with pytest.raises(ConfigError, match=named) as caught:
+        QuantumSampler(SamplerConfig(backend=backend, backend_params=params, top_k=8))
+    assert caught.value.field == "backend_params"
+
+
+def test_a_configuration_error_during_a_step_raises_instead_of_falling_back():
+    class Misconfigured(Backend):
+        name = "misconfigured"
+
+        def solve(self, problems, request):
+            raise ConfigError("top_k", problems.width, "a clique that fits the QPU")
+
+    sampler = QuantumSampler(SamplerConfig(backend=Misconfigured(), top_k=5))
+    with pytest.raises(ConfigError, match="clique that fits"):
+        sampler.sample(logits_batch(batch=2))
+
+
+def test_settings_are_resolved_once_with_mode_and_backend_defaults():
+    sampler = QuantumSampler(SamplerConfig(mode="boltzmann", backend="batched-sa", top_k=16))
+    assert (sampler.request.num_reads, sampler.request.num_sweeps) == (8, 20)
+    assert sampler.cost == 8 * 20 * 16
+    tree = QuantumSampler(SamplerConfig(backend="tree", top_k=8, num_sweeps=3))
+    assert tree.request.num_reads == 1  # the exact solver's one read

@@ -81,6 +81,10 @@ class Backend(ABC):
         thermal_measured_k: largest K at which ``thermal`` was measured faithful with the
             default settings (None: no such limit); above it `fidelity_warning` says so.
         params: the ``backend_params`` keys it accepts (None: any, passed to its sampler).
+        probe: a local backend that costs nothing to call: a sampler is built only after one
+            solve of a two-candidate problem with its settings has worked, so a bad
+            ``backend_params`` value raises `ConfigError` then, not a fallback at every step.
+            False for QPUs and remote samplers (a probe would spend QPU time).
     """
 
     name: str = "backend"
@@ -88,6 +92,7 @@ class Backend(ABC):
     max_size: int | None = None
     thermal_measured_k: int | None = None
     params: tuple[str, ...] | None = None
+    probe: bool = False
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
         """Why ``task`` at up to ``top_k`` candidates is not measured faithful, or None."""
@@ -98,11 +103,28 @@ class Backend(ABC):
                     f"with 'qsample fidelity' or use mode='gumbel'")
         return None
 
-    def check_params(self, request: SolveRequest) -> None:
-        """`ConfigError` naming ``backend_params`` when it holds keys not in ``params``."""
-        if self.params is not None and set(request.params) - set(self.params):
+    def check(self, request: SolveRequest, top_k: int | None) -> None:
+        """Refuse, with a `ConfigError` naming the field, what this backend cannot run: a task it
+        cannot do, more than ``max_size`` candidates (``top_k`` None: greedy, no problem is
+        built) or ``backend_params`` keys outside ``params`` (`allowed_params`). Called once,
+        when a sampler is built; `probe` then tries the values on a tiny problem."""
+        if request.task not in self.tasks:
+            raise ConfigError("backend", self.name,
+                              f"a backend that can do '{request.task}' sampling "
+                              f"('{self.name}' does only {', '.join(self.tasks)})")
+        if self.max_size is not None and top_k is not None and top_k > self.max_size:
+            raise ConfigError("top_k", top_k, f"at most {self.max_size} with backend "
+                              f"'{self.name}'")
+        allowed = self.allowed_params()
+        unknown = sorted(set(request.params) - set(allowed)) if allowed is not None else []
+        if unknown:
             raise ConfigError("backend_params", dict(request.params),
-                              f"keys among {', '.join(self.params)} for backend '{self.name}'")
+                              f"keys among {', '.join(allowed) or '(none)'} for backend "
+                              f"'{self.name}' (unknown: {', '.join(unknown)})")
+
+    def allowed_params(self) -> tuple[str, ...] | None:
+        """The ``backend_params`` keys this backend accepts (None: any)."""
+        return self.params
 
     def default_num_reads(self, task: str) -> int | None:
         """Reads per row this backend needs for ``task`` when the config leaves num_reads None

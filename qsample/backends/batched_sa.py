@@ -26,9 +26,9 @@ class BatchedSABackend(Backend):
     tasks = ("ground", "thermal")
     thermal_measured_k = 256  # boltzmann defaults measured faithful up to here (docs/fidelity.md)
     params = ("acceptance", "order")
+    probe = True
 
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
-        self.check_params(request)
         thermal = request.task == "thermal"
         if thermal:
             betas = beta_schedule(request.num_sweeps, "fixed", beta=request.beta)

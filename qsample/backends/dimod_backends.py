@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import rng
+from ..errors import ConfigError
 from ..problems import OneHotProblems
 from .base import Backend, SolveRequest, SolveResult
 
@@ -75,6 +76,19 @@ class DimodBackend(Backend):
     def sampler_for(self, task: str):
         return self.sampler
 
+    def allowed_params(self) -> tuple[str, ...] | None:
+        """The keywords the wrapped samplers declare in ``parameters`` (dimod's convention);
+        None when a sampler declares none."""
+        if self.params is not None:
+            return self.params
+        declared: list[str] = []
+        for task in self.tasks:
+            parameters = getattr(self.sampler_for(task), "parameters", None)
+            if parameters is None:
+                return None
+            declared += [name for name in parameters if name not in declared]
+        return tuple(declared)
+
     def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
         declared = getattr(self.sampler, "parameters", {}) or {}
         if request.task == "thermal":  # a fixed inverse temperature, however it is spelled
@@ -116,6 +130,8 @@ class DimodBackend(Backend):
                 sampleset = self.run(bqm, request, int(seeds[row]), request.keys[row : row + 1])
                 reads[row] = _records(sampleset, np.arange(int(problems.sizes[row])))
                 _add_timing(timing, sampleset.info)
+            except ConfigError:
+                raise
             except Exception as exc:
                 failures[row] = f"{type(exc).__name__}: {exc}"
             seconds += time.perf_counter() - start
@@ -140,6 +156,8 @@ class DimodBackend(Backend):
             sampleset = self.run(bqm, request, seed, request.keys)
             samples = _records(sampleset, labels)
             _add_timing(timing, sampleset.info)
+        except ConfigError:
+            raise
         except Exception as exc:
             failures[:] = f"{type(exc).__name__}: {exc}"
             states = np.zeros((batch, 1, width), dtype=np.int8)
@@ -167,6 +185,7 @@ class NealBackend(DimodBackend):
     tasks = ("ground", "thermal")
     default_batching = "union"
     thermal_measured_k = 256  # boltzmann defaults measured faithful up to here
+    probe = True
 
     def __init__(self) -> None:
         from dwave.samplers import SimulatedAnnealingSampler
@@ -194,6 +213,7 @@ class TabuBackend(DimodBackend):
 
     name = "tabu"
     tasks = ("ground",)
+    probe = True
 
     def __init__(self) -> None:
         from dwave.samplers import TabuSampler
@@ -225,6 +245,7 @@ class TreeBackend(DimodBackend):
     name = "tree"
     tasks = ("ground", "thermal")
     max_size = 25
+    probe = True
 
     def __init__(self) -> None:
         from dwave.samplers import TreeDecompositionSampler, TreeDecompositionSolver
@@ -258,6 +279,7 @@ class ExactBackend(DimodBackend):
     name = "exact"
     tasks = ("ground", "thermal")
     max_size = 20
+    probe = True
 
     def __init__(self) -> None:
         import dimod
@@ -309,11 +331,15 @@ class SQABackend(DimodBackend):
     measured: ClassVar[dict[str, str]] = {
         "ground": "TV 0.019 (flat) and 0.006 (peaked) at K = 16, 5,000 draws: at the noise floor",
         "thermal": "TV 0.049 at K = 16 on peaked logits (chi-square p = 1e-60), 0.022 on flat"}
+    probe = True
 
     def __init__(self) -> None:
         from dwave.samplers import PathIntegralAnnealingSampler
 
         super().__init__(PathIntegralAnnealingSampler(), "sqa")
+
+    def allowed_params(self) -> tuple[str, ...] | None:
+        return (*super().allowed_params(), "gamma")
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
         return (f"backend 'sqa' (path-integral Monte Carlo with a transverse field) is a stand-in "

@@ -183,7 +183,6 @@ class DWaveBackend(Backend):
     # ---------------------------------------------------------------- solving
 
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
-        self.check_params(request)
         batch, width = problems.batch_size, problems.width
         slots = self.packing.cliques(width, batch)
         states = np.zeros((batch, request.num_reads, width), dtype=np.int8)
