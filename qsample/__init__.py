@@ -8,7 +8,7 @@ sample is the token.
 from .backends import Backend, available_backends, make_backend, register_backend
 from .config import SamplerConfig
 from .errors import BackendError, ConfigError, LogitsError, QSampleError
-from .sampler import QuantumSampler
+from .sampler import QuantumSampler, sample_target
 from .telemetry import StepTelemetry, TelemetryLog
 
 __version__ = "0.1.0"
@@ -26,4 +26,5 @@ __all__ = [
     "available_backends",
     "make_backend",
     "register_backend",
+    "sample_target",
 ]

@@ -51,6 +51,23 @@ def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
     )
 
 
+def sample_target(logits: torch.Tensor, config: SamplerConfig,
+                  row_seeds: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """The fallback ``"exact"`` without a backend: a classical draw from ``config``'s target
+    p = softmax(l / T) over the candidates, keyed exactly as
+    ``QuantumSampler(config).sample(logits, row_seeds=row_seeds)`` keys its own fallback rows,
+    so an adapter whose sampler failed still returns reproducible tokens."""
+    check_logits(logits)
+    if config.temperature == 0:
+        return logits.argmax(dim=1)
+    block = select_candidates(logits, temperature=config.temperature, top_k=config.top_k,
+                              top_p=config.top_p, min_p=config.min_p)
+    keys = rng.combine(config.seed or 0, np.asarray(row_seeds, dtype=np.uint64))
+    choice = rng.categorical(keys, block.target_probs())
+    tokens = block.token_ids[np.arange(block.batch_size), choice]
+    return torch.from_numpy(tokens).to(logits.device)
+
+
 class QuantumSampler:
     """Samples one token per row of a logits batch with an annealer backend.
 
@@ -153,8 +170,7 @@ class QuantumSampler:
                     f"backend '{self.backend.name}' gave no valid one-hot sample for rows "
                     f"{rows.tolist()[:20]}: {reason[rows[0]]}"
                 )
-            probs = block.target_probs()[rows]
-            choice[rows] = rng.categorical(keys[rows], probs)
+            choice[rows] = rng.categorical(keys[rows], block.target_probs()[rows])
             fallback[rows] = cfg.fallback
 
         tokens = block.token_ids[np.arange(batch), choice]

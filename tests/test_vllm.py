@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,14 +20,19 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
     LogitsProcRequestState,
 )
 
+from qsample import rng as qrng  # noqa: E402
+from qsample import sample_target  # noqa: E402
 from qsample.plugins import vllm as plugin  # noqa: E402
-from qsample.plugins.vllm import QSampleVLLMProcessor, request_config  # noqa: E402
+from qsample.plugins.vllm import QSampleVLLMProcessor, admit, metrics, request_config  # noqa: E402
+from qsample.plugins.vllm.admission import check_raw_request  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def fresh_operator_config(monkeypatch):
     monkeypatch.delenv("QSAMPLE_VLLM_CONFIG", raising=False)
-    monkeypatch.setattr(plugin, "_OPERATOR", None)
+    plugin.reset_operator_config()
+    yield
+    plugin.reset_operator_config()
 
 
 def params(**extra):
@@ -71,6 +77,135 @@ def test_operator_config_file(tmp_path, monkeypatch):
     assert (config.mode, config.top_k, config.backend) == ("boltzmann", 16, "tree")
     with pytest.raises(ValueError, match="cap of 16"):
         request_config(SamplingParams(extra_args={"qsample_top_k": 17}))
+
+
+# -- admission: configuration mistakes are refused before the request runs -------------------
+
+@pytest.fixture
+def permissive_operator(tmp_path, monkeypatch):
+    path = tmp_path / "operator.json"
+    path.write_text(json.dumps({"allowed_backends": ["batched-sa", "neal", "tree", "exact",
+                                                     "tabu", "dwave"]}))
+    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
+    monkeypatch.delenv("DWAVE_API_TOKEN", raising=False)
+    plugin.reset_operator_config()
+
+
+@pytest.mark.parametrize("extra, key, message", [
+    ({"qsample_backend": "tree", "qsample_top_k": 64}, "qsample_top_k", "at most 25"),
+    ({"qsample_backend": "exact", "qsample_top_k": 30}, "qsample_top_k", "at most 20"),
+    ({"qsample_backend": "tabu", "qsample_mode": "boltzmann"}, "qsample_backend", "thermal"),
+    ({"qsample_backend": "dwave"}, "qsample_backend", "DWAVE_API_TOKEN"),
+])
+def test_an_allowed_backend_that_cannot_run_the_request_is_refused_at_admission(
+        permissive_operator, extra, key, message):
+    with pytest.raises(plugin.QSampleRequestError, match=message) as caught:
+        QSampleVLLMProcessor.validate_params(params(**extra))
+    assert caught.value.key == key
+
+
+def test_the_annealing_cost_per_step_is_capped_per_backend():
+    # the old field caps allowed neal at top_k 256 x 32 reads x 2000 sweeps (7x a neighbour)
+    with pytest.raises(ValueError, match=r"cost per step.*exceeds this server's cap of 500000"):
+        admit(params(qsample_backend="neal", qsample_top_k=256, qsample_num_reads=32,
+                     qsample_num_sweeps=2000))
+    at_cap = admit(params(qsample_backend="batched-sa", qsample_top_k=250, qsample_num_reads=20,
+                          qsample_num_sweeps=200))  # 1,000,000
+    assert at_cap is not None
+
+
+def test_booleans_are_not_integers():
+    with pytest.raises(ValueError, match="qsample_top_k=True"):
+        admit(params(qsample_top_k=True))
+    with pytest.raises(plugin.QSampleRequestError, match="not a boolean") as caught:
+        check_raw_request({"vllm_xargs": {"qsample_top_k": True}})
+    assert caught.value.key == "qsample_top_k"
+    check_raw_request({"vllm_xargs": {"qsample_top_k": "8", "qsample": 1}})  # strings pass
+
+
+def test_the_middleware_answers_http_400_before_a_stream_starts():
+    from fastapi import FastAPI, Request
+    from fastapi.responses import PlainTextResponse
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()  # as vLLM's server applies a function passed with --middleware
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        await request.body()  # the handler still reads the body the middleware read
+        return PlainTextResponse("streamed")
+
+    app.middleware("http")(plugin.admission_middleware)
+    client = TestClient(app)
+    refused = client.post("/v1/completions", json={
+        "prompt": "x", "stream": True, "vllm_xargs": {"qsample_top_k": 0}})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "qsample_top_k"
+    boolean = client.post("/v1/completions", json={"vllm_xargs": {"qsample_top_k": True}})
+    assert boolean.status_code == 400 and "boolean" in boolean.json()["error"]["message"]
+    fine = client.post("/v1/completions", json={"stream": True, "vllm_xargs": {"qsample": 1}})
+    assert fine.status_code == 200 and fine.text == "streamed"
+    assert client.post("/v1/completions", content=b"not json").status_code == 200
+
+
+def test_n_greater_than_one_gives_each_child_its_own_stream():
+    parent = SamplingParams(n=3, temperature=0.8, extra_args={"qsample_seed": 7})
+    admit(parent)
+    assert parent.seed == 7  # vLLM gives child i the seed 7 + i
+    children = [SamplingParams(temperature=0.8, seed=parent.seed + i, extra_args=parent.extra_args)
+                for i in range(3)]
+    seeds = [request_config(child).seed for child in children]
+    assert len(set(seeds)) == 3
+    assert seeds == [request_config(child).seed for child in children]  # reproducible
+    single = SamplingParams(temperature=0.8, extra_args={"qsample_seed": 7})
+    admit(single)
+    assert single.seed is None and request_config(single).seed == 7
+
+
+def test_a_refused_streamed_request_is_one_log_line(caplog):
+    import logging
+
+    from vllm.exceptions import VLLMValidationError
+
+    plugin.register()
+    serving = logging.getLogger(plugin.STREAM_ERROR_LOGGERS[0])
+    try:
+        try:
+            admit(params(qsample_top_k=0))
+        except ValueError as exc:
+            raise VLLMValidationError(str(exc)) from exc
+    except VLLMValidationError:
+        with caplog.at_level(logging.ERROR, logger=serving.name):
+            serving.exception("Error in completion stream generator.")
+    (record,) = caplog.records
+    assert record.getMessage().startswith("qsample refused a streamed request: qsample_top_k=0")
+    assert record.exc_info is None and "Traceback" not in caplog.text
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+def test_engine_snapshots_are_summed_under_the_api_servers_metrics(tmp_path, monkeypatch):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    monkeypatch.setenv(metrics.METRICS_DIR_ENV, str(tmp_path))
+    metrics.record_step(None, rows=3, seconds=0.002)
+    metrics.record_failure(2, "TimeoutError: QPU busy", 0.01, fallback=True)
+    metrics.publish()
+    (snapshot,) = tmp_path.glob("engine-*.prom")
+    (tmp_path / "engine-1.prom").write_text(snapshot.read_text())  # a second engine process
+    registry = CollectorRegistry()
+    registry.register(metrics.SnapshotCollector(tmp_path))
+    text = generate_latest(registry).decode()
+    rows = metric_value(text, "qsample_rows_total")
+    assert rows >= 10 and rows % 2 == 0  # both snapshots, summed
+    assert metric_value(text, 'qsample_fallback_rows_total{reason="TimeoutError"}') >= 4
+    assert "qsample_sampler_seconds_bucket" in text
+
+
+def metric_value(text, name):
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    assert lines, f"{name} not in the exposition"
+    return float(lines[0].split()[-1])
 
 
 # -- the V1 interface -------------------------------------------------------------------------
@@ -124,22 +259,77 @@ def test_a_failing_step_leaves_rows_to_vllm_and_is_counted(monkeypatch):
     assert proc.stats.errors == 1 and "NaN" in proc.stats.last_error
 
 
+def test_a_sampler_that_cannot_be_built_is_built_once_and_its_rows_fall_back_exactly(
+        permissive_operator, caplog):
+    import logging
+
+    proc = v1_processor()
+    outputs = []  # a dwave request that got past admission (e.g. no token in the engine's env)
+    proc.update_state(BatchUpdate(batch_size=1, removed=[], moved=[], added=[
+        (0, params(qsample_backend="dwave", qsample_seed=4), [1], outputs)]))
+    plan = request_config(params(qsample_backend="dwave", qsample_seed=4))
+    logits = torch.randn(1, 100, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.WARNING, logger="vllm.qsample"):
+        for position in range(3):
+            out = proc.apply(logits.clone())
+            expected = sample_target(logits, plan.config,
+                                     qrng.combine(np.array([plan.seed], np.uint64),
+                                                  np.array([position], np.uint64)))
+            assert int(out[0].argmax()) == int(expected[0]) and torch.isfinite(out[0]).sum() == 1
+            outputs.append(int(expected[0]))
+    assert proc.samplers.builds == 1  # not rebuilt (no connection attempt) every step
+    assert proc.stats.fallbacks == 3 and proc.stats.errors == 0
+    warnings = [r for r in caplog.records if "DWAVE_API_TOKEN" in r.getMessage()]
+    assert len(warnings) == 1 and "fallback 'exact'" in warnings[0].getMessage()
+
+
+def test_a_run_time_backend_failure_is_counted_by_reason(tmp_path, monkeypatch):
+    from qsample.backends import Backend, registry
+
+    class Offline(Backend):
+        name = "offline"
+
+        def solve(self, problems, request):
+            raise TimeoutError("solver did not answer")
+
+    monkeypatch.setitem(registry._FACTORIES, "offline", Offline)
+    path = tmp_path / "operator.json"
+    path.write_text(json.dumps({"allowed_backends": ["offline"]}))
+    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
+    plugin.reset_operator_config()
+    before = metrics.FALLBACKS.labels(reason="TimeoutError")._value.get()
+    proc = v1_processor()
+    proc.update_state(BatchUpdate(batch_size=2, removed=[], moved=[], added=[
+        (0, params(qsample_backend="offline"), [1], []),
+        (1, params(qsample_backend="offline"), [1], [])]))
+    out = proc.apply(torch.randn(2, 100))
+    assert (torch.isfinite(out).sum(dim=1) == 1).all()
+    assert proc.stats.fallbacks == 2
+    assert metrics.FALLBACKS.labels(reason="TimeoutError")._value.get() - before == 2
+
+
 # -- the Model Runner V2 interface, against vLLM's real MRV2 types ---------------------------
 
-def v2_processor():
+def v2_processor(prompt_len=1):
+    # vLLM's own state type; its UVA buffers need pinned (accelerator) memory, so the per-slot
+    # arrays stand in with the one attribute the processor reads, ``.np``.
+    lengths = SimpleNamespace(np=np.full(8, prompt_len, dtype=np.int32))
     state = LogitsProcRequestState(device=torch.device("cpu"), max_num_reqs=8, vocab_size=100,
-                                   all_token_ids=None, prompt_len=None, prefill_len=None,
+                                   all_token_ids=None, prompt_len=lengths, prefill_len=lengths,
                                    total_len=None)
     return QSampleVLLMProcessor(None, state)
 
 
-def context(slots):
+def context(slots, pos=None, prompt_len=1):
+    """vLLM's LogitsContext; ``pos`` defaults to each row being its request's first output."""
     slots = np.asarray(slots, dtype=np.int32)
     mapping = torch.as_tensor(slots, dtype=torch.int32)
-    return LogitsContext(expanded_idx_mapping=mapping, idx_mapping=mapping,
-                         idx_mapping_np=slots, expanded_local_pos=torch.zeros_like(mapping),
-                         input_ids=torch.zeros_like(mapping), pos=torch.zeros_like(mapping),
-                         seq_lens_upper_bound_np=np.ones_like(slots))
+    pos = torch.full_like(mapping, prompt_len - 1) if pos is None else torch.as_tensor(pos)
+    requests = np.unique(slots)
+    return LogitsContext(expanded_idx_mapping=mapping, idx_mapping=torch.as_tensor(requests),
+                         idx_mapping_np=requests, expanded_local_pos=torch.zeros_like(mapping),
+                         input_ids=torch.zeros_like(mapping), pos=pos.to(torch.int64),
+                         seq_lens_upper_bound_np=np.ones_like(requests))
 
 
 def test_v2_maps_rows_to_slots_and_handles_slot_reuse():
@@ -162,6 +352,29 @@ def test_v2_maps_rows_to_slots_and_handles_slot_reuse():
     assert proc.add_request(5, params()) is False
     logits = torch.randn(1, 100)
     assert torch.equal(proc.apply(logits.clone(), context([5])), logits)
+
+
+def test_v2_keys_each_draft_row_by_its_own_output_position():
+    """Speculative decoding: a request owns one row per draft token. Each row is keyed by its
+    own output position (pos + 1 - prompt_len), so the tokens are the ones the request gets
+    one step at a time, whatever the draft length; chunked-prefill rows are left alone."""
+    prompt = 5
+    logits = torch.randn(3, 100, generator=torch.Generator().manual_seed(3))
+    drafts = v2_processor(prompt)
+    drafts.add_request(0, params(qsample=1, qsample_seed=9))
+    out = drafts.apply(logits.clone(), context([0, 0, 0], pos=[6, 7, 8], prompt_len=prompt))
+    stepwise = v2_processor(prompt)
+    stepwise.add_request(3, params(qsample=1, qsample_seed=9))
+    for row, pos in enumerate((6, 7, 8)):  # output positions 2, 3, 4
+        one = stepwise.apply(logits[[row]].clone(), context([3], pos=[pos], prompt_len=prompt))
+        assert int(one[0].argmax()) == int(out[row].argmax())
+    assert len({int(out[row].argmax()) for row in range(3)}) >= 1
+    prefill = v2_processor(prompt)
+    prefill.req_states.prefill_len.np[:] = 20  # a long prompt, fed in chunks
+    prefill.add_request(0, params(qsample=1))
+    chunk = logits[[0]].clone()
+    assert torch.equal(prefill.apply(chunk, context([0], pos=[9], prompt_len=prompt)),
+                       logits[[0]])
 
 
 # -- vllm.LLM end to end (in-process engine, CPU) --------------------------------------------
@@ -207,6 +420,33 @@ def test_llm_mixed_batch_opted_in_rows_follow_qsample(llm):
     # a request's tokens do not depend on its batch neighbours
     alone = tokens(engine.generate([PROMPTS[2]], [mixed_params()[2]], use_tqdm=False))
     assert alone[0] == first[2]
+
+
+def test_llm_n_greater_than_one_children_are_distinct_and_reproducible(llm):
+    engine, _ = llm
+
+    def children():
+        request = SamplingParams(n=3, max_tokens=16, temperature=2.0,
+                                 extra_args={"qsample_seed": 5})
+        (out,) = engine.generate(["Once upon a time"], [request], use_tqdm=False)
+        return [list(c.token_ids) for c in sorted(out.outputs, key=lambda c: c.index)]
+
+    first = children()
+    assert len({tuple(t) for t in first}) == 3  # each child its own stream
+    assert children() == first  # and each reproducible
+
+
+def test_llm_metrics_reach_the_prometheus_registry(llm):
+    from prometheus_client import REGISTRY, generate_latest
+
+    engine, _ = llm
+    before = sum(p.stats.rows for p in QSampleVLLMProcessor.instances)
+    engine.generate(PROMPTS, mixed_params(), use_tqdm=False)
+    rows = sum(p.stats.rows for p in QSampleVLLMProcessor.instances) - before
+    text = generate_latest(REGISTRY).decode()
+    assert metric_value(text, "qsample_rows_total") >= rows == 20
+    assert metric_value(text, "qsample_requests_admitted_total") >= 2
+    assert 'qsample_backend_calls_total{backend="batched-sa"}' in text
 
 
 def test_llm_rejects_bad_values_with_the_key_named(llm):

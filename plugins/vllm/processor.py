@@ -1,37 +1,38 @@
-"""vLLM sampler plugin: per-request annealer sampling in vLLM serving.
+"""`QSampleVLLMProcessor`: per-request annealer sampling inside vLLM's engine.
 
-One class, `QSampleVLLMProcessor`, implements both of vLLM's logits-processor interfaces (it
-subclasses both ABCs and tells them apart by their constructor arguments), so one entry point
-in the ``vllm.logits_processors`` group loads under either model runner:
+One class implements both of vLLM's logits-processor interfaces (it subclasses both ABCs and
+tells them apart by their constructor arguments), so one entry point in the
+``vllm.logits_processors`` group loads under either model runner:
 
 - legacy V1 runner (CPU, ``VLLM_USE_V2_MODEL_RUNNER=0``): ``__init__(vllm_config, device,
-  is_pin_memory)``, ``update_state(batch_update)``, ``apply(logits)``;
+  is_pin_memory)``, ``update_state(batch_update)``, ``apply(logits)``; a row's output position
+  is the length of vLLM's live list of the request's output tokens;
 - Model Runner V2: ``__init__(vllm_config, req_states)``, ``add_request(slot, params)``,
-  ``apply(logits, ctx)`` with ``ctx.idx_mapping_np`` mapping rows to request slots.
+  ``apply(logits, ctx)``; rows map to slots through ``ctx.expanded_idx_mapping`` and a row's
+  output position is ``ctx.pos[row] + 1 - prompt_len[slot]``. Under speculative decoding a
+  request owns one row per draft token, each keyed by its own position, so the accepted tokens
+  are the ones the request would get without drafts; rows of a chunked prefill (whose samples
+  vLLM discards) are left alone.
 
-Requests opt in through ``SamplingParams(extra_args={...})`` or the server's ``vllm_xargs``:
-``"qsample": 1`` (operator defaults) and/or any of ``qsample_mode``, ``qsample_backend``,
-``qsample_top_k``, ``qsample_top_p``, ``qsample_min_p``, ``qsample_temperature``, ``qsample_seed``,
-``qsample_num_reads``, ``qsample_num_sweeps``, ``qsample_penalty``. Temperature / top-k / top-p /
-min-p default to the request's own sampling parameters, so the annealer samples the distribution
-the request asked for. Requests without these keys are not touched: ``apply`` returns the logits
-unchanged (bit-identical output).
+Requests without qsample keys are not touched: ``apply`` returns the logits unchanged
+(bit-identical output). Each step, all opted-in rows with the same configuration go to one
+`QuantumSampler.sample` call, row keys hash(request seed, output position), so a request's
+tokens do not depend on its batch neighbours; their logits become -inf except the chosen token.
 
-Each step, all opted-in rows with the same configuration go to one `QuantumSampler.sample` call
-(row keys hash(request seed, output position), so a request's tokens do not depend on its batch
-neighbours); their logits become -inf except the chosen token. Operator settings come from the
-JSON file named by ``QSAMPLE_VLLM_CONFIG`` (see `OperatorConfig`); backend credentials only ever
-come from the operator's environment.
+Failures. Configuration mistakes are refused at admission (`admission.admit`, HTTP 400). A
+failure during a step follows the operator's policy: ``"exact"`` samples the rows classically
+from the same target with the same keys (`qsample.sample_target`, so the request stays
+reproducible), ``"error"`` leaves them to vLLM's sampler; logits that cannot be sampled (NaN)
+are always left to vLLM. Every such row is counted in the Prometheus series (`metrics`) and
+logged, one line per reason at most every `LOG_INTERVAL_SECONDS`. A configuration whose
+sampler cannot be built is not rebuilt every step.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import weakref
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,140 +44,14 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
     LogitsProcessor as V2LogitsProcessor,
 )
 
-from qsample import ConfigError, QuantumSampler, SamplerConfig
+from qsample import LogitsError, SamplerConfig, sample_target
 from qsample import rng as qrng
 
+from . import metrics
+from .admission import SamplerCache, admit, operator_config, request_config
+
 logger = init_logger("vllm.qsample")  # under vLLM's configured "vllm" logger
-
-#: Per-request keys (``qsample_<field>``) and the SamplerConfig field each sets.
-REQUEST_FIELDS = ("mode", "backend", "top_k", "top_p", "min_p", "temperature", "seed",
-                  "num_reads", "num_sweeps", "penalty")
-OPT_IN_KEY = "qsample"
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    """What the operator allows (JSON file named by ``QSAMPLE_VLLM_CONFIG``).
-
-    Example file::
-
-        {"defaults": {"mode": "gumbel", "backend": "batched-sa", "top_k": 64},
-         "allowed_backends": ["batched-sa", "neal"],
-         "max": {"top_k": 256, "num_reads": 32, "num_sweeps": 2000},
-         "fallback": "exact"}
-
-    ``defaults`` are SamplerConfig fields applied under each request's keys (``backend``
-    defaults to the first allowed backend); ``allowed_backends`` lists the backends requests
-    may choose; ``max`` caps per-request values so one request
-    cannot make the server spend unbounded time; ``fallback`` is the core sampler's policy when a
-    backend fails ("exact": sample the row classically, counted). Anything else that goes wrong
-    in a step leaves those rows' logits untouched (vLLM samples them as usual) and is counted.
-    """
-
-    defaults: dict[str, Any] = field(default_factory=lambda: {"backend": "batched-sa"})
-    allowed_backends: tuple[str, ...] = ("batched-sa", "neal")
-    max: dict[str, int] = field(
-        default_factory=lambda: {"top_k": 256, "num_reads": 32, "num_sweeps": 2000})
-    fallback: str = "exact"
-
-    @classmethod
-    def from_env(cls) -> OperatorConfig:
-        path = os.environ.get("QSAMPLE_VLLM_CONFIG")
-        if not path:
-            return cls()
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        known = {"defaults", "allowed_backends", "max", "fallback"}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"{path}: {key}", data[key], "one of " + ", ".join(sorted(known)))
-        allowed = tuple(data.get("allowed_backends", cls().allowed_backends))
-        defaults = dict(data.get("defaults", cls().defaults))
-        if allowed:  # without a default backend, requests get the first allowed one
-            defaults.setdefault("backend", allowed[0])
-        config = cls(
-            defaults=defaults,
-            allowed_backends=allowed,
-            max={**cls().max, **data.get("max", {})},
-            fallback=data.get("fallback", "exact"),
-        )
-        SamplerConfig.from_dict({**config.defaults, "fallback": config.fallback})  # validate
-        return config
-
-
-_OPERATOR: OperatorConfig | None = None
-
-
-def operator_config() -> OperatorConfig:
-    global _OPERATOR
-    if _OPERATOR is None:
-        _OPERATOR = OperatorConfig.from_env()
-    return _OPERATOR
-
-
-def request_config(params) -> tuple[SamplerConfig, int] | None:
-    """The request's SamplerConfig and seed, or None when it does not opt in.
-
-    Raises:
-        ValueError: a bad or disallowed value (vLLM answers HTTP 400 with the message).
-    """
-    extra = getattr(params, "extra_args", None) or {}
-    keys = [k for k in extra if k == OPT_IN_KEY or k.startswith(OPT_IN_KEY + "_")]
-    if not keys or (keys == [OPT_IN_KEY] and not _truthy(extra[OPT_IN_KEY])):
-        return None
-    operator = operator_config()
-    values: dict[str, Any] = dict(operator.defaults)
-    values.update(_from_sampling_params(params))
-    for key in keys:
-        if key == OPT_IN_KEY:
-            continue
-        name = key[len(OPT_IN_KEY) + 1:]
-        if name not in REQUEST_FIELDS:
-            raise ValueError(f"unknown request argument {key!r}: allowed are "
-                             + ", ".join(f"qsample_{f}" for f in REQUEST_FIELDS))
-        values[name] = extra[key]
-    try:
-        config = SamplerConfig.from_dict({**values, "fallback": operator.fallback})
-    except ConfigError as exc:
-        raise ValueError(f"qsample_{exc.field}={exc.value!r} is not allowed: expected "
-                         f"{exc.allowed}") from None
-    if config.backend_name not in operator.allowed_backends:
-        raise ValueError(f"qsample_backend={config.backend_name!r} is not allowed on this "
-                         f"server: expected one of {', '.join(operator.allowed_backends)}")
-    for name, cap in operator.max.items():
-        value = getattr(config, name, None)
-        if value is not None and value > cap:
-            raise ValueError(f"qsample_{name}={value} exceeds this server's cap of {cap}")
-    seed = config.seed  # validated above; the sampler itself runs at seed 0 with per-row keys
-    if seed is None:
-        seed = params.seed if getattr(params, "seed", None) is not None else _fresh_seed()
-    return config.replace(seed=0), int(seed)
-
-
-def _from_sampling_params(params) -> dict[str, Any]:
-    """The request's own temperature / top-k / top-p / min-p as qsample settings."""
-    out: dict[str, Any] = {}
-    temperature = getattr(params, "temperature", None)
-    if temperature is not None:
-        out["temperature"] = max(float(temperature), 0.0)
-    top_k = getattr(params, "top_k", None)
-    if top_k is not None and top_k > 0:
-        out["top_k"] = int(top_k)
-    top_p = getattr(params, "top_p", None)
-    if top_p is not None and 0 < top_p < 1:
-        out["top_p"] = float(top_p)
-    min_p = getattr(params, "min_p", None)
-    if min_p:
-        out["min_p"] = float(min_p)
-    return out
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() not in ("", "0", "false", "no", "off", "none")
-
-
-def _fresh_seed() -> int:
-    return int.from_bytes(os.urandom(7), "little")
+LOG_INTERVAL_SECONDS = 30.0
 
 
 @dataclass
@@ -184,12 +59,12 @@ class _Request:
     config: SamplerConfig
     seed: int
     output_tokens: list[int] | None = None  # V1: vLLM's live list of output tokens
-    position: int = 0  # V2: tokens sampled so far
 
 
 @dataclass
 class PluginStats:
-    """Counters since start-up (read them in tests or export them)."""
+    """Counters of one processor since start-up (tests read them; `metrics` exports the
+    process's totals)."""
 
     steps: int = 0
     rows: int = 0
@@ -200,6 +75,27 @@ class PluginStats:
     last_error: str | None = None
 
 
+class RateLimitedLog:
+    """One warning per reason kind at most every ``interval`` seconds, with the count of the
+    ones held back since."""
+
+    def __init__(self, interval: float = LOG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, kind: str, message: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(kind, -np.inf) < self.interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        held = self._held.pop(kind, 0)
+        self._last[kind] = now
+        logger.warning("qsample: %s%s", message,
+                       f" ({held} more like it in the last {self.interval:.0f} s)" if held else "")
+        return True
+
+
 class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
     """qsample as a vLLM logits processor (both runner interfaces; see the module docstring)."""
 
@@ -208,24 +104,26 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
     def __init__(self, vllm_config: Any, *args: Any) -> None:
         if len(args) == 2:  # V1: (device, is_pin_memory)
             self.runner = "v1"
+            self.req_states = None
         elif len(args) == 1:  # Model Runner V2: (req_states)
             self.runner = "v2"
+            self.req_states = args[0]
         else:
             raise TypeError("QSampleVLLMProcessor(vllm_config, device, is_pin_memory) or "
                             "(vllm_config, req_states)")
         self.requests: dict[int, _Request] = {}
-        self.samplers: OrderedDict[SamplerConfig, QuantumSampler] = OrderedDict()
+        self.samplers = SamplerCache()
         self.stats = PluginStats()
+        self.log = RateLimitedLog()
         QSampleVLLMProcessor.instances.add(self)
-        operator = operator_config()
-        logger.info("qsample logits processor loaded (%s runner); backends allowed: %s; caps: %s",
-                    self.runner, ", ".join(operator.allowed_backends), operator.max)
+        logger.info("qsample logits processor loaded (%s runner); %s", self.runner,
+                    operator_config().describe())
 
     # -- both interfaces ------------------------------------------------------------------
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
-        request_config(sampling_params)
+        admit(sampling_params)
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces one token per opted-in row
@@ -237,19 +135,17 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
 
     @staticmethod
     def _new_v1_request(params, prompt_tokens, output_tokens) -> _Request | None:
-        parsed = request_config(params)
-        if parsed is None:
-            return None
-        return _Request(parsed[0], parsed[1], output_tokens)
+        plan = request_config(params)
+        return None if plan is None else _Request(plan.config, plan.seed, output_tokens)
 
     # -- Model Runner V2 --------------------------------------------------------------------
 
     def add_request(self, req_idx: int, sampling_params) -> bool:
-        parsed = request_config(sampling_params)
-        if parsed is None:
+        plan = request_config(sampling_params)
+        if plan is None:
             self.requests.pop(req_idx, None)
             return False
-        self.requests[req_idx] = _Request(parsed[0], parsed[1])
+        self.requests[req_idx] = _Request(plan.config, plan.seed)
         return True
 
     def apply_staged_writes(self) -> None:
@@ -260,63 +156,91 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
     def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         if not self.requests:
             return logits
-        if ctx is None:  # V1: rows are batch indices
+        if ctx is None:  # V1: rows are batch indices, positions the live output lengths
             rows = sorted(self.requests)
-            owners = rows
-        else:  # V2: row i belongs to slot idx_mapping_np[i] (one row per request)
-            slots = np.asarray(ctx.idx_mapping_np)
-            if len(slots) != logits.shape[0]:  # several rows per request (draft tokens)
-                slots = ctx.expanded_idx_mapping.cpu().numpy()
-            rows = [i for i, slot in enumerate(slots.tolist()) if slot in self.requests]
-            owners = [int(slots[i]) for i in rows]
+            requests = [self.requests[r] for r in rows]
+            positions = [len(r.output_tokens) for r in requests]
+        else:
+            if not any(int(s) in self.requests for s in ctx.idx_mapping_np):
+                return logits  # no opted-in request in this batch: no device sync
+            rows, requests, positions = self._v2_rows(ctx)
             if not rows:
                 return logits
-        self._sample_rows(logits, rows, [self.requests[o] for o in owners])
+        self._sample_rows(logits, rows, requests, positions)
+        metrics.publish()
         return logits
 
-    def _sample_rows(self, logits: torch.Tensor, rows: list[int], requests: list[_Request]
-                     ) -> None:
+    def _v2_rows(self, ctx: Any) -> tuple[list[int], list[_Request], list[int]]:
+        """Opted-in rows, their requests and output positions (see the module docstring)."""
+        layout = torch.stack([ctx.expanded_idx_mapping.long(), ctx.pos.long()]).cpu().numpy()
+        slots, pos = layout
+        prompt = self.req_states.prompt_len.np[slots]
+        prefill = self.req_states.prefill_len.np[slots]
+        rows, requests, positions = [], [], []
+        for row, slot in enumerate(slots.tolist()):
+            request = self.requests.get(slot)
+            if request is None or pos[row] + 1 < prefill[row]:  # not opted in, or mid-prefill
+                continue
+            rows.append(row)
+            requests.append(request)
+            positions.append(int(pos[row] + 1 - prompt[row]))
+        return rows, requests, positions
+
+    def _sample_rows(self, logits: torch.Tensor, rows: list[int], requests: list[_Request],
+                     positions: list[int]) -> None:
         groups: dict[SamplerConfig, list[int]] = {}
         for n, request in enumerate(requests):
             groups.setdefault(request.config, []).append(n)
         self.stats.steps += 1
         for config, members in groups.items():
             index = torch.tensor([rows[n] for n in members], device=logits.device)
-            positions = np.array([self._position(requests[n]) for n in members], dtype=np.uint64)
-            seeds = np.array([requests[n].seed for n in members], dtype=np.uint64)
-            start = time.perf_counter()
-            try:
-                sampler = self._sampler(config)
-                tokens = sampler.sample(logits.index_select(0, index),
-                                        row_seeds=qrng.combine(seeds, positions))
-            except Exception as exc:  # leave these rows to vLLM's own sampling, counted
-                self.stats.errors += len(members)
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            row_seeds = qrng.combine(np.array([requests[n].seed for n in members], np.uint64),
+                                     np.array([positions[n] for n in members], np.uint64))
+            block = logits.index_select(0, index)
+            tokens = self._sample_group(config, block, row_seeds)
+            if tokens is None:
                 continue
-            finally:
-                self.stats.sampler_seconds += time.perf_counter() - start
             forced = torch.full((len(members), logits.shape[1]), float("-inf"),
                                 dtype=logits.dtype, device=logits.device)
             forced.scatter_(1, tokens[:, None], 0.0)
             logits.index_copy_(0, index, forced)
             self.stats.rows += len(members)
-            self.stats.sampler_calls += 1
-            if sampler.last_step is not None:
-                self.stats.fallbacks += sampler.last_step.fallback_count
-            for n in members:
-                requests[n].position += 1
 
-    @staticmethod
-    def _position(request: _Request) -> int:
-        if request.output_tokens is not None:
-            return len(request.output_tokens)
-        return request.position
-
-    def _sampler(self, config: SamplerConfig) -> QuantumSampler:
-        sampler = self.samplers.get(config)
-        if sampler is None:
-            sampler = QuantumSampler(config, max_telemetry_steps=1)
-            self.samplers[config] = sampler
-            if len(self.samplers) > 64:
-                self.samplers.popitem(last=False)
-        return sampler
+    def _sample_group(self, config: SamplerConfig, block: torch.Tensor,
+                      row_seeds: np.ndarray) -> torch.Tensor | None:
+        """Tokens for one configuration's rows, or None to leave them to vLLM."""
+        start = time.perf_counter()
+        rows = block.shape[0]
+        self.stats.sampler_calls += 1
+        try:
+            sampler = self.samplers.get(config)
+            tokens = sampler.sample(block, row_seeds=row_seeds)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.stats.last_error = reason
+            fallback = operator_config().fallback == "exact" and not isinstance(exc, LogitsError)
+            tokens = sample_target(block, config, row_seeds) if fallback else None
+            seconds = time.perf_counter() - start
+            self.stats.sampler_seconds += seconds
+            metrics.record_failure(rows, reason, seconds, fallback=fallback)
+            if fallback:
+                self.stats.fallbacks += rows
+            else:
+                self.stats.errors += rows
+            action = ("sampled classically (fallback 'exact')" if fallback
+                      else "left to vLLM's sampler")
+            self.log.warn(metrics.reason_kind(reason),
+                          f"{rows} row(s) of {config.mode}/{config.backend_name} {action}: "
+                          f"{reason}")
+            return tokens
+        seconds = time.perf_counter() - start
+        self.stats.sampler_seconds += seconds
+        step = sampler.last_step
+        metrics.record_step(step, rows, seconds)
+        if step is not None and step.fallback_count:
+            self.stats.fallbacks += step.fallback_count
+            reason = next(r for r in step.fallback_reason if r is not None)
+            self.log.warn(metrics.reason_kind(reason),
+                          f"{step.fallback_count} row(s) of {config.mode}/{config.backend_name} "
+                          f"took the fallback: {reason}")
+        return tokens
