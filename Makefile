@@ -16,7 +16,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 bench: setup
 	$(VENV)/bin/qsample bench-anneal --json docs/bench/annealer.json

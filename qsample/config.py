@@ -29,10 +29,14 @@ def _as_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool):
         raise ConfigError(name, value, f"an integer >= {minimum}")
     if isinstance(value, str):
+        text = value.strip()
         try:
-            value = float(value.strip())
+            value = int(text)  # exact for any size; "64.0" and "1e3" go through float
         except ValueError:
-            raise ConfigError(name, value, f"an integer >= {minimum}") from None
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(name, value, f"an integer >= {minimum}") from None
     if isinstance(value, float):
         if not value.is_integer():
             raise ConfigError(name, value, f"an integer >= {minimum}")

@@ -83,3 +83,10 @@ def test_replace_validates_again():
     with pytest.raises(ConfigError):
         SamplerConfig().replace(top_p=2)
     assert SamplerConfig().replace(top_k=8).top_k == 8
+
+
+def test_integer_strings_are_exact_at_any_size():
+    big = 2**53 + 1  # a float would round it to 2**53
+    assert SamplerConfig.from_dict({"seed": str(big)}).seed == big
+    assert SamplerConfig.from_dict({"seed": str(2**64 - 1)}).seed == 2**64 - 1
+    assert SamplerConfig.from_dict({"top_k": " 64.0 "}).top_k == 64

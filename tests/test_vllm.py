@@ -13,6 +13,7 @@ for key, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_
     os.environ.setdefault(key, value)
 
 vllm = pytest.importorskip("vllm")
+pytestmark = pytest.mark.xdist_group("vllm-engine")  # one worker: one server or engine at a time
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402

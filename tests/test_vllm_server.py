@@ -1,100 +1,227 @@
-"""The OpenAI-compatible vLLM server with the plugin loaded by its entry point (no flag): a
-real server on 127.0.0.1, started and stopped by the test, every wait bounded."""
+"""The OpenAI-compatible vLLM server with the plugin loaded by its entry points (no processor
+flag): a real server on 127.0.0.1, started and stopped by the test, every wait bounded.
 
+This module's server runs with ``--middleware qsample.plugins.vllm.admission_middleware`` and an
+operator config allowing every local backend and ``dwave`` (without a token), so that the
+refusals of a backend that cannot run a request are checked end to end. The server without the
+middleware (streamed refusals after HTTP 200) is covered in test_vllm_soak.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
 import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
 pytest.importorskip("vllm")
+pytestmark = pytest.mark.xdist_group("vllm-server")  # one worker: one server or engine at a time
 openai = pytest.importorskip("openai")
+from qsample.plugins.vllm.serve_check import openai_server, scrape  # noqa: E402
 
-STARTUP_SECONDS = 240
+REQUEST_SECONDS = 60
+MIDDLEWARE = "qsample.plugins.vllm.admission_middleware"
+ALLOWED_BACKENDS = ["batched-sa", "neal", "tree", "exact", "tabu", "dwave"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(NamedTuple):
+    client: Any  # openai.OpenAI
+    log_path: Path
+    base_url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen
+    config_path: Path | None
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read().decode()
+
+
+@contextlib.contextmanager
+def running_server(tmp_path_factory, *, middleware: bool,
+                   operator: dict | None = None) -> Iterator[Server]:
+    """A vLLM OpenAI server with the tiny Llama (`serve_check.openai_server`), in an environment
+    without D-Wave credentials or qsample settings of the caller's. ``operator``: the
+    QSAMPLE_VLLM_CONFIG file's contents."""
+    from tiny_llama import build_tiny_llama
+
+    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-server"))
+    log_path = tmp_path_factory.mktemp("server-log") / "server.log"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DWAVE_", "QSAMPLE_VLLM_", "QSAMPLE_METRICS_",
+                                "PROMETHEUS_MULTIPROC"))}
+    env.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                "OMP_NUM_THREADS": "1",
+                "VLLM_CACHE_ROOT": str(tmp_path_factory.mktemp("vcache"))})
+    config_path = None
+    if operator is not None:
+        config_path = tmp_path_factory.mktemp("operator") / "qsample-vllm.json"
+        config_path.write_text(json.dumps(operator))
+        env["QSAMPLE_VLLM_CONFIG"] = str(config_path)
+    extra = ("--dtype", "float32", *(("--middleware", MIDDLEWARE) if middleware else ()))
+    with openai_server(str(folder), log_path, max_model_len=128, extra_args=extra, env=env,
+                       name="tiny") as running:
+        client = openai.OpenAI(base_url=f"{running.base_url}/v1", api_key="none",
+                               timeout=REQUEST_SECONDS, max_retries=0)
+        yield Server(client, log_path, running.base_url, running.process, config_path)
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tiny_llama import build_tiny_llama
-
-    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-server"))
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server-log") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-           "OMP_NUM_THREADS": "1", "VLLM_CACHE_ROOT": str(tmp_path_factory.mktemp("vcache"))}
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-               "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--dtype",
-               "float32", "--max-model-len", "128", "--served-model-name", "tiny"]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail("server exited:\n" + log_path.read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("server not ready in time:\n" + log_path.read_text()[-3000:])
-                time.sleep(1)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none",
-                               timeout=60, max_retries=0)
-        yield client, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with running_server(tmp_path_factory, middleware=True,
+                        operator={"allowed_backends": ALLOWED_BACKENDS}) as handle:
+        yield handle
 
 
 def complete(client, xargs=None, **kwargs):
     extra = {"vllm_xargs": xargs} if xargs else None
-    return client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=8,
-                                     temperature=1.0, extra_body=extra, **kwargs)
+    kwargs.setdefault("max_tokens", 8)
+    kwargs.setdefault("temperature", 1.0)
+    return client.completions.create(model="tiny", prompt="Once upon a time",
+                                     extra_body=extra, **kwargs)
 
 
-def test_entry_point_loads_the_plugin_without_a_flag(server):
-    _, log_path = server
-    assert "qsample logits processor loaded" in log_path.read_text()
+def chat(client, xargs=None, **kwargs):
+    extra = {"vllm_xargs": xargs} if xargs else None
+    return client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=6,
+        extra_body=extra, **kwargs)
+
+
+def test_entry_points_load_the_plugin_without_a_flag(server):
+    log = server.log_path.read_text()
+    assert "qsample logits processor loaded" in log
+    assert f"operator config from {server.config_path}" in log  # the engine's line
+
+
+def test_general_plugin_logs_the_operator_config_in_the_api_server(server):
+    assert f"qsample: operator config from {server.config_path}" in server.log_path.read_text()
 
 
 def test_completions_opt_in_per_request_and_are_reproducible(server):
-    client, _ = server
     xargs = {"qsample_mode": "gumbel", "qsample_seed": 21, "qsample_top_k": 16}
-    first = complete(client, xargs).choices[0].text
-    second = complete(client, xargs).choices[0].text
+    first = complete(server.client, xargs).choices[0].text
+    second = complete(server.client, xargs).choices[0].text
     assert first == second and first  # the annealer's seed decides the text
-    other = complete(client, {**xargs, "qsample_seed": 22}).choices[0].text
+    other = complete(server.client, {**xargs, "qsample_seed": 22}).choices[0].text
     assert other != first
 
 
 def test_chat_completions_opt_in(server):
-    client, _ = server
-    answers = [client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=6,
-        extra_body={"vllm_xargs": {"qsample": 1, "qsample_seed": 5}}).choices[0].message.content
-        for _ in range(2)]
+    answers = [chat(server.client, {"qsample": 1, "qsample_seed": 5}).choices[0].message.content
+               for _ in range(2)]
     assert answers[0] == answers[1]
 
 
 def test_bad_values_get_http_400_naming_the_key(server):
-    client, _ = server
     with pytest.raises(openai.BadRequestError, match="qsample_top_k=0"):
-        complete(client, {"qsample_top_k": 0})
-    with pytest.raises(openai.BadRequestError, match="not allowed on this server"):
-        complete(client, {"qsample_backend": "exact"})
-    assert complete(client).choices[0].text is not None  # the server is still serving
+        complete(server.client, {"qsample_top_k": 0})
+    with pytest.raises(openai.BadRequestError, match="'sqa' is not allowed on this server"):
+        complete(server.client, {"qsample_backend": "sqa"})
+    assert complete(server.client).choices[0].text is not None  # the server is still serving
+
+
+@pytest.mark.parametrize(("xargs", "key", "words"), [
+    ({"qsample_backend": "tree", "qsample_top_k": 64}, "qsample_top_k", "at most 25"),
+    ({"qsample_backend": "exact", "qsample_top_k": 30}, "qsample_top_k", "at most 20"),
+    ({"qsample_backend": "tabu", "qsample_mode": "boltzmann"}, "qsample_backend", "only ground"),
+    ({"qsample_backend": "dwave"}, "qsample_backend", "DWAVE_API_TOKEN"),
+], ids=["tree-top-k", "exact-top-k", "tabu-boltzmann", "dwave-no-token"])
+def test_an_allowed_backend_that_cannot_run_the_request_gets_http_400(server, xargs, key, words):
+    with pytest.raises(openai.BadRequestError) as caught:
+        complete(server.client, xargs)
+    assert caught.value.status_code == 400
+    assert key in caught.value.message and words in caught.value.message
+
+
+@pytest.mark.parametrize("xargs", [
+    {"qsample_backend": "batched-sa", "qsample_num_reads": 32, "qsample_num_sweeps": 2000,
+     "qsample_top_k": 256},  # 16.4M > 1M
+    {"qsample_backend": "neal", "qsample_num_reads": 32, "qsample_num_sweeps": 1000,
+     "qsample_top_k": 64},  # 2.0M > 500k
+], ids=["batched-sa", "neal"])
+def test_annealing_cost_over_the_cap_gets_http_400(server, xargs):
+    with pytest.raises(openai.BadRequestError) as caught:
+        complete(server.client, xargs)
+    assert caught.value.status_code == 400
+    assert "qsample_num_sweeps" in caught.value.message
+    assert "exceeds this server's cap" in caught.value.message
+
+
+def test_streamed_bad_values_get_http_400_with_the_middleware(server):
+    with pytest.raises(openai.BadRequestError, match="qsample_top_k") as caught:
+        complete(server.client, {"qsample_top_k": "abc"}, stream=True)
+    assert caught.value.status_code == 400
+    with pytest.raises(openai.BadRequestError, match="qsample_mode") as caught:
+        chat(server.client, {"qsample_mode": "nope"}, stream=True)
+    assert caught.value.status_code == 400
+    # a good streamed request still streams, and its text is the non-streamed one's
+    xargs = {"qsample_seed": 9}
+    streamed = "".join(chunk.choices[0].text
+                       for chunk in complete(server.client, xargs, stream=True) if chunk.choices)
+    assert streamed == complete(server.client, xargs).choices[0].text
+
+
+def test_json_booleans_get_http_400_naming_the_key(server):
+    # without the middleware vLLM's request model would turn `true` into 1 (greedy)
+    with pytest.raises(openai.BadRequestError, match="qsample_top_k=true") as caught:
+        complete(server.client, {"qsample_top_k": True})
+    assert caught.value.status_code == 400
+    with pytest.raises(openai.BadRequestError, match="qsample_seed=false"):
+        chat(server.client, {"qsample_seed": False})
+
+
+def test_n_children_get_distinct_reproducible_streams(server):
+    def texts():
+        response = complete(server.client, {"qsample_seed": 7}, n=3)
+        return [choice.text for choice in sorted(response.choices, key=lambda c: c.index)]
+
+    first = texts()
+    assert len(first) == 3 and len(set(first)) == 3, first
+    assert texts() == first
+
+
+def test_metrics_count_admissions_refusals_and_rows(server):
+    before = scrape(server.base_url)
+    tokens = 0
+    for seed in (31, 32):
+        tokens += complete(server.client, {"qsample_seed": seed}).usage.completion_tokens
+    complete(server.client, seed=3)  # plain: neither admitted nor sampled by qsample
+    with pytest.raises(openai.BadRequestError):
+        complete(server.client, {"qsample_top_k": 0})
+    after = scrape(server.base_url)
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("qsample_requests_admitted_total") == 2
+    assert delta("qsample_requests_refused_total", key="qsample_top_k") == 1
+    assert tokens > 0 and delta("qsample_rows_total") >= tokens
+    assert delta("qsample_sampler_calls_total") >= 1
+    assert delta("qsample_sampler_seconds_count") >= 1
+    assert delta("qsample_sampler_seconds_bucket", le="+Inf") >= 1
+    assert delta("qsample_backend_calls_total", backend="batched-sa") >= 1
+    # totals since start-up, from the earlier tests of this module too
+    refused = {dict(labels)["key"]: value for (name, labels), value in after.items()
+               if name == "qsample_requests_refused_total"}
+    assert refused.get("qsample_backend", 0) >= 1, refused
+    assert metric(after, "qsample_rows_total") >= metric(after, "qsample_sampler_calls_total") > 0
+
+
+def test_a_seed_given_as_a_string_is_the_same_integer(server):
+    # 2^53 + 1: a seed parsed through float() would become 2^53, another request's stream
+    seed = 2**53 + 1
+    as_int = complete(server.client, {"qsample_seed": seed}).choices[0].text
+    as_string = complete(server.client, {"qsample_seed": str(seed)}).choices[0].text
+    neighbour = complete(server.client, {"qsample_seed": seed - 1}).choices[0].text
+    assert as_int != neighbour  # the test can tell the two seeds apart
+    assert as_string == as_int

@@ -20,6 +20,7 @@ sampling parameters, so the annealer samples the distribution the request asked 
 from __future__ import annotations
 
 import logging
+import sys
 
 from . import metrics
 from .admission import (
@@ -80,4 +81,8 @@ def register() -> None:
     refusals = OneLineRefusals()
     for name in STREAM_ERROR_LOGGERS:
         logging.getLogger(name).addFilter(refusals)
-    logger.info("qsample: %s", operator_config().describe())
+    line = f"qsample: {operator_config().describe()}"  # a bad operator file fails start-up
+    if logging.getLogger("vllm").hasHandlers():
+        logger.info(line)
+    else:  # vLLM configures its logging only after loading general plugins
+        print(f"INFO {line}", file=sys.stderr, flush=True)
