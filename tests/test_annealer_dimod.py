@@ -119,7 +119,12 @@ def _ordered(sampleset: dimod.SampleSet, labels: list) -> np.ndarray:
     return sampleset.record.sample[:, [sampleset.variables.index(v) for v in labels]]
 
 
-@pytest.mark.parametrize("kwargs", CASES, ids=repr)
+def _case_id(kwargs: dict) -> str:
+    """A stable id (xdist workers must agree): callables by name, not by address."""
+    return ",".join(f"{k}={v.__name__ if callable(v) else v!r}" for k, v in kwargs.items())
+
+
+@pytest.mark.parametrize("kwargs", CASES, ids=_case_id)
 @pytest.mark.parametrize("name", list(BQMS))
 def test_same_calls_same_outcomes_as_neal(name, kwargs):
     bqm = BQMS[name]
