@@ -88,11 +88,15 @@ def reason_kind(reason: str | None) -> str:
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
-def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
-    """Count one sampler call of ``rows`` rows and what its telemetry says."""
+def _count_call(rows: int, seconds: float) -> None:
     ROWS.inc(rows)
     CALLS.inc()
     SECONDS.observe(seconds)
+
+
+def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
+    """Count one sampler call of ``rows`` rows and what its telemetry says."""
+    _count_call(rows, seconds)
     if step is None:
         return
     if step.backend_calls:
@@ -108,9 +112,7 @@ def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
 
 def record_failure(rows: int, reason: str, seconds: float, *, fallback: bool) -> None:
     """Count a sampler call that raised: its rows took the fallback, or went to vLLM."""
-    ROWS.inc(rows)
-    CALLS.inc()
-    SECONDS.observe(seconds)
+    _count_call(rows, seconds)
     (FALLBACKS if fallback else ERRORS).labels(reason=reason_kind(reason)).inc(rows)
 
 

@@ -34,7 +34,8 @@ ENGINES = ("auto", "numba", "triton")
 
 
 @functools.lru_cache(maxsize=256)
-def _ramp(num_sweeps: int, schedule: str, hot: float, cold: float) -> np.ndarray:
+def ramp(num_sweeps: int, schedule: str, hot: float, cold: float) -> np.ndarray:
+    """``num_sweeps`` betas from ``hot`` to ``cold``, geometric or linear; cached, read-only."""
     betas = (np.geomspace if schedule == "geometric" else np.linspace)(hot, cold, num_sweeps)
     betas.setflags(write=False)  # shared between calls
     return betas
@@ -69,7 +70,7 @@ def beta_schedule(num_sweeps: int, schedule: str | Any = "geometric",
     hot, cold = map(float, beta_range)
     if not (0 < hot <= cold < np.inf):
         raise ConfigError("beta_range", beta_range, "(hot, cold) with 0 < hot <= cold")
-    return _ramp(int(num_sweeps), schedule, hot, cold)
+    return ramp(int(num_sweeps), schedule, hot, cold)
 
 
 @dataclass

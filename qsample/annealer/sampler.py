@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
-from .core import anneal_dense, problem_keys
+from .core import anneal_dense, problem_keys, ramp
 
 SCHEDULE_TYPES = ("linear", "geometric", "custom")  # neal's beta_schedule_options
 CRITERIA = ("metropolis", "gibbs")  # proposal_acceptance_criteria, any case (as neal)
@@ -373,7 +373,7 @@ def _schedules(bqms: Sequence[dimod.BinaryQuadraticModel], schedule_type: str, s
             ranges = [[float(b) for b in default_beta_range(bqm)] for bqm in bqms]
         else:
             ranges = [_beta_range(beta_range)] * len(bqms)
-        rows = np.stack([_ramp(schedule_type, hot, cold, num_betas) for hot, cold in ranges])
+        rows = np.stack([_neal_ramp(schedule_type, hot, cold, num_betas) for hot, cold in ranges])
     return np.repeat(rows, per_beta, axis=1), ranges
 
 
@@ -406,13 +406,11 @@ def _beta_range(beta_range: Any) -> list[float]:
     return [hot, cold]
 
 
-def _ramp(schedule_type: str, hot: float, cold: float, num_betas: int) -> np.ndarray:
+def _neal_ramp(schedule_type: str, hot: float, cold: float, num_betas: int) -> np.ndarray:
     """neal's schedule: one beta anneals at ``cold``; else geometric or linear from hot."""
     if num_betas == 1:
         return np.array([cold])
-    if schedule_type == "linear":
-        return np.linspace(hot, cold, num_betas)
-    if min(hot, cold) <= 0:
+    if schedule_type == "geometric" and min(hot, cold) <= 0:
         raise ConfigError("beta_range", (hot, cold), "betas > 0 for beta_schedule_type "
                           "'geometric' (or 'linear', which may start at 0)")
-    return np.geomspace(hot, cold, num_betas)
+    return ramp(num_betas, schedule_type, hot, cold)
