@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from qsample import SamplerConfig
-from qsample.fidelity import measure
+from qsample.tools.fidelity import measure
 
 torch.set_num_threads(1)
 DRAWS, VOCAB, TEMPERATURE, TOP_K = 4000, 49152, 0.8, 16

@@ -12,7 +12,7 @@ from . import __version__
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import DEFAULT_COMBOS, format_table, run_bench, write_json
+    from .tools.bench import DEFAULT_COMBOS, format_table, run_bench, write_json
 
     torch.set_num_threads(args.threads)
     combos = DEFAULT_COMBOS
@@ -33,8 +33,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_anneal(args: argparse.Namespace) -> int:
     import numba
 
-    from .anneal_bench import run_anneal_bench
-    from .bench import write_report
+    from .tools.anneal_bench import run_anneal_bench
+    from .tools.bench import write_report
 
     if args.threads:
         numba.set_num_threads(args.threads)
@@ -59,7 +59,7 @@ def _fidelity(args: argparse.Namespace) -> int:
     import torch
 
     from .config import SamplerConfig
-    from .fidelity import measure, reference_logits
+    from .tools.fidelity import measure, reference_logits
 
     torch.set_num_threads(args.threads)
     rows = []
@@ -168,7 +168,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .calibration import calibrate, plot, save_calibration
+    from .tools.calibration import calibrate, plot, save_calibration
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -216,7 +216,7 @@ def _ab(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if config.engine == "vllm":
-        from .plugins.vllm_ab_engine import VLLMEngine
+        from .plugins.vllm.ab_engine import VLLMEngine
 
         engine = VLLMEngine(str(resolve_model(config.model)),
                             max_top_k=max(a.config.top_k for a in config.arms))
@@ -255,7 +255,7 @@ def _bench_generate(args: argparse.Namespace) -> int:
 
 def _bench_vllm(args: argparse.Namespace) -> int:
     from .plugins.transformers.models import resolve_model
-    from .plugins.vllm_bench import HEADER, run_vllm_bench, write_json
+    from .plugins.vllm.bench import HEADER, run_vllm_bench, write_json
 
     model = resolve_model(args.model)
     combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
@@ -269,9 +269,9 @@ def _bench_vllm(args: argparse.Namespace) -> int:
 
 
 def _serve_check(args: argparse.Namespace) -> int:
-    from .bench import write_report
     from .plugins.transformers.models import resolve_model
     from .plugins.vllm.serve_check import run_serve_check
+    from .tools.bench import write_report
 
     result = run_serve_check(resolve_model(args.model), new_tokens=args.new_tokens,
                              repeats=args.repeats, log=lambda line: print(line, flush=True))

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backends.registry import check_backend
 from .errors import ConfigError
 
 MODES = ("gumbel", "boltzmann")
@@ -128,18 +129,7 @@ class SamplerConfig:
             object.__setattr__(self, name, value)
 
         put("mode", _as_choice("mode", self.mode, MODES))
-        if isinstance(self.backend, str):
-            from .backends import available_backends
-
-            put("backend", _as_choice("backend", self.backend, tuple(available_backends())))
-        elif not _is_dimod_sampler(self.backend):
-            raise ConfigError(
-                "backend",
-                self.backend,
-                "a registered backend name ("
-                + ", ".join(_registered())
-                + "), a dimod.Sampler or a qsample Backend instance",
-            )
+        check_backend(self.backend)
         put("top_k", _as_int("top_k", self.top_k, 1))
         put("top_p", _as_float("top_p", self.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1))
         put("min_p", _as_float("min_p", self.min_p, "a number in [0, 1)", lambda x: 0 <= x < 1))
@@ -217,16 +207,3 @@ class SamplerConfig:
             return self.backend
         return getattr(self.backend, "name", None) or type(self.backend).__name__
 
-
-def _is_dimod_sampler(obj: Any) -> bool:
-    import dimod
-
-    from .backends import Backend
-
-    return isinstance(obj, (dimod.Sampler, Backend))
-
-
-def _registered() -> list[str]:
-    from .backends import available_backends
-
-    return available_backends()

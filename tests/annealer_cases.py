@@ -3,7 +3,7 @@ interpreter script, which runs in its own process)."""
 
 import numpy as np
 
-from qsample.stats import chi_square
+from qsample.tools.stats import chi_square
 
 ALPHA = 1e-3
 

@@ -18,7 +18,7 @@ from qsample.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 from qsample.evaluation.report import compute, write_report
 from qsample.evaluation.runner import run_ab
 from qsample.evaluation.textmetrics import distinct_n, is_correct, pit, self_bleu, seq_rep_n
-from qsample.stats import holm, paired_comparison
+from qsample.tools.stats import holm, paired_comparison
 
 # KS tests of fixed-seed runs: a faithful arm fails with probability ALPHA; the distorted one
 # must fall below it (it does by orders of magnitude)
@@ -218,7 +218,7 @@ def test_vllm_engine_runs_the_same_harness(tiny_llama_dir, tmp_path):
     pytest.importorskip("vllm")
     import os
 
-    from qsample.plugins.vllm_ab_engine import VLLMEngine
+    from qsample.plugins.vllm.ab_engine import VLLMEngine
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))

@@ -11,14 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from qsample.calibration import (
+from qsample.cli import main
+from qsample.tools.calibration import (
     calibrate,
     fit_beta,
     load_calibration,
     save_calibration,
     tempered,
 )
-from qsample.cli import main
 
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 1.7])
@@ -45,7 +45,8 @@ def test_the_mock_qpu_confirms_its_beta_and_the_result_is_saved(monkeypatch, tmp
     calibrated = saved["backend_setting"]["beta_qpu_calibrated"]
     assert saved["beta_eff"] == result.beta_eff and calibrated == pytest.approx(6 * result.beta_eff)
 
-    from qsample.backends.dwave import DWaveBackend, mock_sampler
+    from qsample.backends.dwave import DWaveBackend
+    from qsample.backends.dwave_mock import mock_sampler
 
     assert DWaveBackend(mock_sampler(), embedding_folder=tmp_path).beta_qpu == calibrated
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from qsample import cache as qcache
+from qsample.cache import build_folder as _build_cached
+from qsample.cache import folder_is_valid as _cache_is_valid
 from qsample.plugins.transformers import models
 from qsample.plugins.transformers.models import (
     DEFAULT_MODEL,
     DefaultModelUnavailable,
-    _build_cached,
-    _cache_is_valid,
     cache_root,
     load_model,
     resolve_model,
@@ -65,7 +66,7 @@ def test_builds_once(cache: Path) -> None:
     assert _build_cached(final, _fake_build(calls), out, intro="building") == final
     assert len(calls) == 1 and _cache_is_valid(final)
     assert "qsample: building" in out.getvalue() and "done in" in out.getvalue()
-    manifest = json.loads((final / models._MANIFEST).read_text())
+    manifest = json.loads((final / qcache.MANIFEST).read_text())
     assert manifest["files"] == {"sub/config.json": 2, "weights.bin": 1000}
     assert (final / "weights.bin").read_bytes() == b"x" * 1000
 
@@ -82,7 +83,7 @@ def test_silent_with_progress_none(cache: Path, capsys: pytest.CaptureFixture[st
 
 
 def _break_missing_manifest(final: Path) -> None:
-    (final / models._MANIFEST).unlink()
+    (final / qcache.MANIFEST).unlink()
 
 
 def _break_truncated(final: Path) -> None:
@@ -94,11 +95,11 @@ def _break_deleted_file(final: Path) -> None:
 
 
 def _break_corrupt_json(final: Path) -> None:
-    (final / models._MANIFEST).write_text('{"files": {"weights.bin": 10')
+    (final / qcache.MANIFEST).write_text('{"files": {"weights.bin": 10')
 
 
 def _break_wrong_schema(final: Path) -> None:
-    (final / models._MANIFEST).write_text('{"files": []}')
+    (final / qcache.MANIFEST).write_text('{"files": []}')
 
 
 @pytest.mark.parametrize(
@@ -168,7 +169,7 @@ def test_lost_rename_race_uses_the_winner(cache: Path) -> None:
     def build(out: Path) -> None:
         final.mkdir()
         (final / "winner.bin").write_bytes(b"w")
-        models._write_manifest(final)
+        qcache.write_manifest(final)
         (out / "loser.bin").write_bytes(b"l")
 
     assert _build_cached(final, build, None) == final

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from qsample import QuantumSampler, SamplerConfig
-from qsample.backends.dwave import DWaveBackend, mock_sampler
+from qsample.backends.dwave import DWaveBackend
+from qsample.backends.dwave_mock import mock_sampler
 from qsample.errors import ConfigError
 
 pytest.importorskip("dwave.system")

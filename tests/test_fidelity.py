@@ -2,7 +2,8 @@
 candidate set.
 
 For each case we draw 20,000 tokens through `QuantumSampler.sample` and run Pearson's chi-square
-test against the exact target, merging bins with expected count < 5 (`qsample.fidelity.measure`).
+test against the exact target, merging bins with expected count < 5
+(`qsample.tools.fidelity.measure`).
 Under the null hypothesis the p-value is uniform, so a faithful sampler fails one case with
 probability ALPHA = 1e-3; seeds are fixed, so the suite is deterministic. The same test must
 reject the negative controls: argmax, uniform over the candidates, softmax at a wrong
@@ -15,8 +16,8 @@ import torch
 from conftest import record_fidelity
 
 from qsample import SamplerConfig
-from qsample.fidelity import measure, reference_logits
-from qsample.stats import chi_square, counts_of
+from qsample.tools.fidelity import measure, reference_logits
+from qsample.tools.stats import chi_square, counts_of
 
 DRAWS = 20_000
 ALPHA = 1e-3

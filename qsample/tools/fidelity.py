@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .candidates import select_candidates
-from .config import SamplerConfig
-from .sampler import QuantumSampler
+from ..candidates import select_candidates
+from ..config import SamplerConfig
+from ..sampler import QuantumSampler
 from .stats import FitResult, chi_square, counts_of
 
 SHAPES = ("flat", "peaked")

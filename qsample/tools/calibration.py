@@ -16,7 +16,6 @@ it (`dwave`: beta_qpu <- beta_qpu x beta_eff).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import SamplerConfig
+from .. import cache
+from ..backends import make_backend
+from ..cache import calibration_path, load_calibration
+from ..config import SamplerConfig
 from .fidelity import measure, reference_logits
-from .paths import cache_root
 from .stats import total_variation
+
+__all__ = ["CalibrationResult", "calibrate", "calibration_path", "fit_beta", "fit_beta_joint",
+           "load_calibration", "plot", "save_calibration", "tempered"]
 
 
 def fit_beta(counts: np.ndarray, target: np.ndarray) -> float:
@@ -89,19 +93,6 @@ class CalibrationResult:
         return asdict(self)
 
 
-def calibration_path(backend: str, solver: str) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{backend}-{solver}")
-    return cache_root() / "calibration" / f"{safe}.json"
-
-
-def load_calibration(backend: str, solver: str) -> dict[str, Any] | None:
-    """The saved calibration of (backend, solver), or None."""
-    path = calibration_path(backend, solver)
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
 def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int = 4000,
               temperature: float = 0.8,
               seed: int = 0, shapes: tuple[str, ...] = ("flat", "peaked"), chunk: int = 1000,
@@ -110,8 +101,6 @@ def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int 
     fit beta_eff jointly over the shapes, and return the result plus the per-shape data for
     plots. In ``gumbel`` mode beta_eff measures how a missed ground state softens (< 1) or
     sharpens (> 1) the distribution; only a ``boltzmann`` result sets a backend's temperature."""
-    from .backends import make_backend
-
     backend_obj = make_backend(backend)
     settings = {"mode": mode, "backend": backend_obj, "top_k": k,
                 "temperature": temperature, "seed": seed, **(config or {})}
@@ -156,10 +145,7 @@ def save_calibration(result: CalibrationResult) -> Path:
     ``beta_qpu_calibrated``, which `DWaveBackend` then uses)."""
     if result.mode != "boltzmann":
         raise ValueError("only a boltzmann calibration sets a backend's temperature")
-    path = calibration_path(result.backend, result.solver)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=2))
-    return path
+    return cache.save_calibration(result.to_dict())
 
 
 def plot(results: list[tuple[CalibrationResult, dict]], path: str | Path) -> None:

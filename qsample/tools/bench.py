@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from .config import SamplerConfig
-from .errors import ConfigError
-from .sampler import QuantumSampler
+from ..config import SamplerConfig
+from ..errors import ConfigError
+from ..sampler import QuantumSampler
 
 DEFAULT_COMBOS = (("gumbel", "batched-sa"), ("boltzmann", "batched-sa"), ("gumbel", "neal"),
                   ("boltzmann", "neal"), ("gumbel", "tabu"),

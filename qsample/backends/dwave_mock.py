@@ -1,0 +1,71 @@
+"""The offline D-Wave QPU: ``MockDWaveSampler`` with an ideal stand-in, for tests and
+`qsample calibrate` without a token (backend ``"dwave-mock"``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dimod
+import numpy as np
+
+from .dwave import MAX_K_PROPERTY, DWaveBackend
+
+MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at this beta
+MOCK_MAX_K = 20  # exact sampling of an embedded clique: treewidth about K
+
+
+class IdealQPUStandIn(dimod.Sampler):
+    """An idealised QPU for offline tests: exact Boltzmann samples exp(-beta E') of the
+    *programmed* (embedded) problem E' at a known beta (tree decomposition), ignoring QPU-only
+    keyword arguments. Real QPUs are roughly this, with beta_eff near 6 and extra noise; single
+    spin-flip annealers are a poor stand-in because they cannot move embedded chains."""
+
+    def __init__(self, beta: float = MOCK_BETA_QPU) -> None:
+        from dwave.samplers import TreeDecompositionSampler
+
+        self.beta = beta
+        self._exact = TreeDecompositionSampler()
+
+    @property
+    def parameters(self) -> dict[str, list]:
+        return {"num_reads": [], "seed": []}
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return {"beta": self.beta}
+
+    def sample(self, bqm, num_reads: int = 1, seed: int | None = None, **_: Any):
+        """Exact samples, component by component (packed cliques are disjoint: their cost then
+        grows linearly with their number)."""
+        labels = list(bqm.variables)
+        column = {v: n for n, v in enumerate(labels)}
+        samples = np.zeros((num_reads, len(labels)), dtype=np.int8)
+        for index, component in enumerate(dimod.traversal.connected_components(bqm)):
+            part = dimod.BinaryQuadraticModel(
+                {v: bqm.get_linear(v) for v in component},
+                {(u, v): bias for u in component for v, bias in bqm.iter_neighborhood(u)
+                 if column[u] < column[v]},
+                0.0, bqm.vartype)
+            draw = self._exact.sample(part, num_reads=num_reads, beta=self.beta,
+                                      marginals=False,
+                                      seed=None if seed is None else (seed + index) % 2**31)
+            columns = [column[v] for v in draw.variables]
+            samples[:, columns] = np.asarray(draw.record.sample, dtype=np.int8)
+        return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
+
+
+def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,)):
+    """``dwave.system.testing.MockDWaveSampler`` (no token, no network) of the given topology
+    whose stand-in is `IdealQPUStandIn` at beta = MOCK_BETA_QPU: `qsample calibrate --backend
+    dwave-mock` should find the backend's assumed beta_qpu (6) confirmed."""
+    from dwave.system.testing import MockDWaveSampler
+
+    sampler = MockDWaveSampler(topology_type=topology_type, topology_shape=list(topology_shape),
+                               parameter_warnings=False, substitute_sampler=IdealQPUStandIn())
+    sampler.properties[MAX_K_PROPERTY] = MOCK_MAX_K
+    return sampler
+
+
+def mock_backend(**kwargs: Any) -> DWaveBackend:
+    """Backend ``"dwave-mock"``: `DWaveBackend` on `mock_sampler` (K up to `MOCK_MAX_K`)."""
+    return DWaveBackend(mock_sampler(), **kwargs)
