@@ -9,7 +9,7 @@ import sys
 from qsample.evaluation.config import load_config
 from qsample.evaluation.report import compute, write_report
 from qsample.evaluation.runner import run_ab
-from qsample.plugins.transformers.ab_engine import TransformersEngine, arm_sampler
+from qsample.plugins.transformers.ab_engine import TransformersEngine
 from qsample.plugins.transformers.models import load_model
 
 
@@ -18,7 +18,7 @@ def main(config_path: str = "examples/ab.toml", out: str = "ab-results") -> None
     model, tokenizer = load_model(config.model)  # None: the embedded default model
     engine = TransformersEngine(model, tokenizer, chat=config.chat)
     records = run_ab(config, engine, out)
-    metrics = compute(records, config, arm_sampler, engine.features)
+    metrics = compute(records, config, engine.resampler, engine.features)
     write_report(metrics, config, out, records)
     for name, arm in metrics["arms"].items():
         print(f"{name:24s} KS p = {arm['fidelity']['ks_p']:.3g}   "

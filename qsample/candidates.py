@@ -25,6 +25,7 @@ import torch
 from .errors import LogitsError
 
 _MAX_EXACT_FLOAT32_ID = 1 << 24
+ROWS_SHOWN = 20  # row indices an error message lists
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,14 @@ def check_logits(logits: torch.Tensor) -> None:
 
 
 def nan_rows_error(rows: np.ndarray) -> LogitsError:
-    return LogitsError(f"logits contain NaN in rows {_list_rows(rows)}")
+    return LogitsError(f"logits contain NaN in rows {list_rows(rows)}")
 
 
-def _list_rows(rows: np.ndarray) -> str:
+def list_rows(rows: np.ndarray) -> str:
+    """Row indices for an error message: the first `ROWS_SHOWN`, then the count."""
     rows = [int(r) for r in rows]
-    shown = ", ".join(str(r) for r in rows[:20])
-    return f"[{shown}{', ...' if len(rows) > 20 else ''}] ({len(rows)} rows)"
+    shown = ", ".join(str(r) for r in rows[:ROWS_SHOWN])
+    return f"[{shown}{', ...' if len(rows) > ROWS_SHOWN else ''}] ({len(rows)} rows)"
 
 
 def select_candidates(
@@ -138,7 +140,7 @@ def select_candidates(
     sizes = np.isfinite(host_values).sum(axis=1)
     if (sizes == 0).any():
         raise LogitsError(
-            f"logits rows {_list_rows(np.flatnonzero(sizes == 0))} have no finite value "
+            f"logits rows {list_rows(np.flatnonzero(sizes == 0))} have no finite value "
             "(all -inf): nothing can be sampled"
         )
     host_ids = np.where(np.isfinite(host_values), host_ids, -1)

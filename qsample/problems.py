@@ -7,7 +7,8 @@ Row b is a clique over its K_b candidates with one uniform coupling:
 With h_i = -w_i - A, c = 2A and offset = A this is E(x) = -sum_i w_i x_i + A (sum_i x_i - 1)^2,
 the one-hot model every mode builds (only w differs). Energies of many states are computed in
 O(K) per state from the count of ones. Conversions to ``dimod.BinaryQuadraticModel`` (one row, or
-the disjoint union of all rows) serve the dimod backends.
+the disjoint union of all rows, whose reads `split_union` splits back into rows) serve the dimod
+backends.
 """
 
 from __future__ import annotations
@@ -97,13 +98,17 @@ class OneHotProblems:
             dimod.BINARY,
         )
 
+    @property
+    def union_labels(self) -> np.ndarray:
+        """The variables of `union_bqm`, in its order: b * K + i for each row's i < K_b."""
+        return np.flatnonzero(self.variable_mask.ravel())
+
     def union_bqm(self):
         """The disjoint union of all rows as one BQM; variable (b, i) is labelled b * K + i."""
         import dimod
 
         mask = self.variable_mask
         position = np.cumsum(mask.ravel()).reshape(mask.shape) - 1
-        labels = np.flatnonzero(mask.ravel())
         rows_i, cols_j = _upper_pairs(self.width)
         pair_ok = cols_j[None, :] < self.sizes[:, None]  # i < j < K_b
         b, p = np.nonzero(pair_ok)
@@ -112,5 +117,13 @@ class OneHotProblems:
             (position[b, rows_i[p]], position[b, cols_j[p]], self.coupling[b]),
             float(self.offset.sum()),
             dimod.BINARY,
-            variable_order=labels.tolist(),
+            variable_order=self.union_labels.tolist(),
         )
+
+    def split_union(self, samples: np.ndarray) -> np.ndarray:
+        """Reads of every row, int8 [B, R, K] (0 past sizes), from reads [R, n] of `union_bqm`
+        with columns in `union_labels` order."""
+        reads = np.zeros((self.batch_size * self.width, samples.shape[0]), dtype=np.int8)
+        reads[self.union_labels] = samples.T
+        return np.ascontiguousarray(
+            reads.reshape(self.batch_size, self.width, -1).transpose(0, 2, 1))

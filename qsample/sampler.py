@@ -23,8 +23,17 @@ import numpy as np
 import torch
 
 from . import rng
-from .backends import Backend, SolveRequest, SolveResult, make_backend
-from .candidates import CandidateBlock, check_logits, nan_rows_error, select_candidates
+from .backends import (
+    Backend,
+    FailureKind,
+    Failures,
+    RejectedResult,
+    SolveRequest,
+    SolveResult,
+    describe,
+    make_backend,
+)
+from .candidates import CandidateBlock, check_logits, list_rows, nan_rows_error, select_candidates
 from .config import SamplerConfig
 from .errors import BackendError, ConfigError
 from .modes import MODES, Mode
@@ -34,21 +43,38 @@ from .telemetry import StepTelemetry, TelemetryLog
 
 def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
     """The step request a config implies on ``backend``, with the mode's and the backend's
-    defaults filled in (keys empty: each step sets its own). Resolved once per sampler."""
+    defaults filled in and the backend's `Backend.settings` resolved (keys empty: each step
+    sets its own). Resolved once per sampler: steps change nothing else.
+
+    Raises:
+        ConfigError: on ``backend_params``, for a value the backend's settings cannot use.
+    """
     mode = MODES[config.mode]
     defaults = mode.defaults
-    return SolveRequest(
+    request = SolveRequest(
         task=mode.task,
         num_reads=(config.num_reads or backend.default_num_reads(mode.task)
                    or defaults.num_reads),
         num_sweeps=config.num_sweeps or defaults.num_sweeps,
         beta_range=config.beta_range or defaults.beta_range,
         beta_schedule=config.beta_schedule,
-        beta=1.0,
         keys=np.empty(0, dtype=np.uint64),
         batching=config.batching,
         params=config.backend_params,
     )
+    try:
+        settings = backend.settings(request)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise _unusable_params(config, backend, describe(exc)) from None
+    return dataclasses.replace(request, settings=settings)
+
+
+def _unusable_params(config: SamplerConfig, backend: Backend, failure: str) -> ConfigError:
+    """The error for ``backend_params`` that ``backend`` cannot run, ``failure`` saying why."""
+    return ConfigError("backend_params", dict(config.backend_params),
+                       f"settings backend '{backend.name}' can run ({failure})")
 
 
 def sample_target(logits: torch.Tensor, config: SamplerConfig,
@@ -72,9 +98,14 @@ class QuantumSampler:
     """Samples one token per row of a logits batch with an annealer backend.
 
     Args:
-        config: the `SamplerConfig` (defaults: gumbel mode, neal, top_k 64).
+        config: the `SamplerConfig` (defaults: gumbel mode, batched-sa, top_k 64).
         telemetry: record a `StepTelemetry` per call in ``self.telemetry``.
         max_telemetry_steps: keep at most this many steps (None: all).
+
+    Attributes:
+        warmup_seconds: the one-time cost of building it (backend set-up and, for local
+            backends, the probe, which loads the annealer's compiled kernels): reported apart
+            from the per-step ``sampler_seconds`` of the telemetry.
     """
 
     def __init__(
@@ -84,6 +115,7 @@ class QuantumSampler:
         telemetry: bool = True,
         max_telemetry_steps: int | None = None,
     ) -> None:
+        start = time.perf_counter()
         self.config = config if config is not None else SamplerConfig()
         self.mode: Mode = MODES[self.config.mode]
         self.backend: Backend = make_backend(self.config.backend)
@@ -101,9 +133,8 @@ class QuantumSampler:
         self.last_step: StepTelemetry | None = None
         self._calls = 0
         seed = self.config.seed
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**63)
-        self._base_seed = seed
+        self._base_seed = seed if seed is not None else rng.fresh_seed()
+        self.warmup_seconds = time.perf_counter() - start
 
     @property
     def cost(self) -> int:
@@ -119,12 +150,11 @@ class QuantumSampler:
         try:
             result = self.backend.solve(problems, request)
             self._check_result(result, 1, 2)
-            failure = result.failures[0]
+            failure = result.failures.detail[0]
         except Exception as exc:
-            failure = f"{type(exc).__name__}: {exc}"
+            failure = describe(exc)
         if failure is not None:
-            raise ConfigError("backend_params", dict(self.config.backend_params),
-                              f"settings backend '{self.backend.name}' can run ({failure})")
+            raise _unusable_params(self.config, self.backend, failure)
 
     # ------------------------------------------------------------------ public API
 
@@ -159,23 +189,22 @@ class QuantumSampler:
         problems = self.mode.encode(block, keys, self.penalty)
         request = dataclasses.replace(self.request, keys=keys)
         result = self._solve(problems, request)
-        choice, energy, valid_count, reason = self._decode(problems, result)
+        choice, energy, valid_count, failures = self._decode(problems, result)
 
-        failed = reason != None  # noqa: E711 - elementwise on an object array
         fallback = np.full(batch, None, dtype=object)
-        if failed.any():
-            rows = np.flatnonzero(failed)
+        rows = np.flatnonzero(failures.failed)
+        if rows.size:
             if cfg.fallback == "error":
                 raise BackendError(
                     f"backend '{self.backend.name}' gave no valid one-hot sample for rows "
-                    f"{rows.tolist()[:20]}: {reason[rows[0]]}"
+                    f"{list_rows(rows)}: {failures.detail[rows[0]]}"
                 )
             choice[rows] = rng.categorical(keys[rows], block.target_probs()[rows])
             fallback[rows] = cfg.fallback
 
         tokens = block.token_ids[np.arange(batch), choice]
         out = torch.from_numpy(tokens).to(logits.device, non_blocking=True)
-        self._record(step, block, choice, tokens, energy, valid_count, result, fallback, reason,
+        self._record(step, block, choice, tokens, energy, valid_count, result, fallback, failures,
                      time.perf_counter() - start)
         return out
 
@@ -200,13 +229,14 @@ class QuantumSampler:
         if self.record_telemetry:
             host = tokens.cpu().numpy()
             batch = host.shape[0]
+            none = Failures.none(batch)
             self._store(StepTelemetry(
                 step=step, mode="greedy", backend="none", k=np.ones(batch, np.int64),
                 token_id=host, rank=np.zeros(batch, np.int64), target_prob=np.ones(batch),
                 entropy=np.zeros(batch), energy=np.full(batch, np.nan),
                 valid_reads=np.zeros(batch, np.int64), num_reads=np.zeros(batch, np.int64),
-                fallback=np.full(batch, None, object), fallback_reason=np.full(batch, None, object),
-                sampler_seconds=time.perf_counter() - start,
+                fallback=np.full(batch, None, object), fallback_kind=none.kind,
+                fallback_reason=none.detail, sampler_seconds=time.perf_counter() - start,
             ))
         return tokens
 
@@ -219,27 +249,30 @@ class QuantumSampler:
         except ConfigError:  # a configuration mistake is never a fallback
             raise
         except Exception as exc:  # a run-time failure: the fallback policy, per row, counted
-            failures = np.full(batch, f"{type(exc).__name__}: {exc}", dtype=object)
-            return SolveResult(np.zeros((batch, 1, width), np.int8), np.zeros((batch, 1), bool),
-                               failures)
+            return SolveResult.from_error(batch, width, exc)
 
     @staticmethod
     def _check_result(result: SolveResult, batch: int, width: int) -> None:
+        """Raise `RejectedResult` unless ``result`` fits a step of ``batch`` rows of ``width``
+        candidates."""
         states = result.states
         if states.ndim != 3 or states.shape[0] != batch or states.shape[2] != width:
-            raise ValueError(f"backend returned states of shape {states.shape}, "
-                             f"expected ({batch}, reads, {width})")
-        if result.read_mask.shape != states.shape[:2] or result.failures.shape != (batch,):
-            raise ValueError("backend returned a read mask or failure list of the wrong shape")
+            raise RejectedResult(f"backend returned states of shape {states.shape}, "
+                                 f"expected ({batch}, reads, {width})")
+        failures = result.failures
+        if (result.read_mask.shape != states.shape[:2] or failures.kind.shape != (batch,)
+                or failures.detail.shape != (batch,)):
+            raise RejectedResult("backend returned a read mask or failures of the wrong shape")
         if states.dtype == np.int8:  # the common case, checked without a temporary per value
             binary = not (states.view(np.uint8) > 1).any()
         else:
             binary = np.isin(states, (0, 1)).all()
         if not binary:
-            raise ValueError("backend returned non-binary states")
+            raise RejectedResult("backend returned non-binary states")
 
     def _decode(self, problems, result: SolveResult):
-        """Chosen candidate index, its energy, valid-read count and failure reason per row."""
+        """Chosen candidate index, its energy, valid-read count and failures per row (the
+        backend's, and `FailureKind.NO_VALID_READ` where no read is a valid one-hot state)."""
         states = result.states
         inside = problems.variable_mask[:, None, :]
         ones = states.sum(axis=2, dtype=np.int64)
@@ -250,27 +283,27 @@ class QuantumSampler:
         choice = np.argmax(states[rows, pick], axis=1)
         energy = energies[rows, pick]
         valid_count = valid.sum(axis=1)
-        reason = result.failures.copy()
-        none_valid = (valid_count == 0) & (reason == None)  # noqa: E711
-        reason[none_valid] = f"no valid one-hot read among {states.shape[1]}"
-        energy = np.where(valid_count > 0, energy, np.nan)
-        return choice, energy, valid_count, reason
+        failures = result.failures.copy()
+        failures.mark((valid_count == 0) & ~failures.failed, FailureKind.NO_VALID_READ,
+                      f"no valid one-hot read among {states.shape[1]} reads")
+        return choice, energy, valid_count, failures
 
     def _record(self, step, block: CandidateBlock, choice, tokens, energy, valid_count,
-                result: SolveResult, fallback, reason, seconds) -> None:
+                result: SolveResult, fallback, failures: Failures, seconds) -> None:
         if not self.record_telemetry:
             return
         probs = block.target_probs()
         rows = np.arange(block.batch_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
-        energy = np.where(fallback == None, energy, np.nan)  # noqa: E711
+        energy = np.where(failures.failed, np.nan, energy)  # a fallback chose: no read's energy
         self._store(StepTelemetry(
             step=step, mode=self.mode.name, backend=self.backend.name, k=block.sizes.copy(),
             token_id=tokens, rank=choice, target_prob=probs[rows, choice], entropy=entropy,
             energy=energy, valid_reads=valid_count, num_reads=result.read_mask.sum(axis=1),
-            fallback=fallback, fallback_reason=reason, backend_seconds=result.seconds,
-            backend_calls=result.calls, backend_timing=result.timing, sampler_seconds=seconds,
+            fallback=fallback, fallback_kind=failures.kind, fallback_reason=failures.detail,
+            backend_seconds=result.seconds, backend_calls=result.calls,
+            backend_timing=result.timing, sampler_seconds=seconds,
         ))
 
     def _store(self, step: StepTelemetry) -> None:

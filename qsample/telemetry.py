@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from .backends import FailureKind
+
 ROW_FIELDS = (
     "k", "token_id", "rank", "target_prob", "entropy", "energy",
-    "valid_reads", "num_reads", "fallback", "fallback_reason",
+    "valid_reads", "num_reads", "fallback", "fallback_kind", "fallback_reason",
 )
 
 
@@ -24,8 +26,10 @@ class StepTelemetry:
     Row fields: ``k`` candidates, chosen ``token_id``, its ``rank`` among candidates (0 = most
     likely), its ``target_prob``, the candidate ``entropy`` (nats), the chosen read's ``energy``
     (NaN when a fallback chose), ``valid_reads`` / ``num_reads``, ``fallback`` (None or the policy
-    used) and ``fallback_reason``. Step fields: backend wall time and calls, backend-reported
-    ``backend_timing`` (e.g. QPU microseconds) and the whole call's ``sampler_seconds``.
+    used), ``fallback_kind`` (uint8 `FailureKind` codes, 0 where the row had no failure; its
+    label in `records`) and ``fallback_reason`` (the failure's text, None where none). Step
+    fields: backend wall time and calls, backend-reported ``backend_timing`` (e.g. QPU
+    microseconds) and the whole call's ``sampler_seconds``.
     """
 
     step: int
@@ -40,6 +44,7 @@ class StepTelemetry:
     valid_reads: np.ndarray
     num_reads: np.ndarray
     fallback: np.ndarray
+    fallback_kind: np.ndarray
     fallback_reason: np.ndarray
     backend_seconds: float = 0.0
     backend_calls: int = 0
@@ -52,11 +57,13 @@ class StepTelemetry:
 
     @property
     def fallback_count(self) -> int:
-        return int(sum(f is not None for f in self.fallback))
+        return int(np.count_nonzero(self.fallback_kind))
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """One JSON-serialisable dict per row."""
+        """One JSON-serialisable dict per row (``fallback_kind`` as its label, or None)."""
         columns = {name: getattr(self, name).tolist() for name in ROW_FIELDS}
+        columns["fallback_kind"] = [FailureKind(code).label if code else None
+                                    for code in columns["fallback_kind"]]
         for row in range(self.batch_size):
             record: dict[str, Any] = {"step": self.step, "row": row, "mode": self.mode,
                                       "backend": self.backend}

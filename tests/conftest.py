@@ -27,6 +27,26 @@ def record_fidelity(row: dict) -> None:
         out.write(json.dumps(row) + "\n")
 
 
+# Longest first, so that under `pytest -n 2 --dist loadgroup` the two workers finish together:
+# xdist hands out tests in collection order, and a slow test collected last keeps one worker busy
+# while the other idles (measured per test with --durations; the exact tree/exact-enumeration
+# fidelity cases, the real vLLM servers, the Triton interpreter run and the model conversion).
+SLOW_MODULES = ("test_fidelity.py", "test_vllm_soak.py", "test_vllm_server.py",
+                "test_annealer_triton.py", "test_vllm.py", "test_default_model.py", "test_ab.py")
+SLOW_CASES = ("-tree-", "-exact-", "-neal-")  # within test_fidelity.py, slowest backends first
+
+
+def pytest_collection_modifyitems(config, items):
+    def cost_rank(item) -> tuple[int, int]:
+        module = item.path.name
+        rank = SLOW_MODULES.index(module) if module in SLOW_MODULES else len(SLOW_MODULES)
+        case = next((i for i, tag in enumerate(SLOW_CASES) if tag in item.nodeid),
+                    len(SLOW_CASES))
+        return rank, case
+
+    items.sort(key=cost_rank)  # stable: the order within a module is kept otherwise
+
+
 def pytest_sessionstart(session):
     if not hasattr(session.config, "workerinput"):  # the controller, not an xdist worker
         _REPORT.unlink(missing_ok=True)

@@ -41,7 +41,7 @@ def tiny_config(prompts_file, samples=4, tokens=10):
 
 @pytest.fixture(scope="module")
 def ab_run(tiny_llama_dir, tmp_path_factory):
-    from qsample.plugins.transformers.ab_engine import TransformersEngine, arm_sampler
+    from qsample.plugins.transformers.ab_engine import TransformersEngine
     from qsample.plugins.transformers.models import load_model
 
     out = tmp_path_factory.mktemp("ab")
@@ -53,7 +53,7 @@ def ab_run(tiny_llama_dir, tmp_path_factory):
     model, tokenizer = load_model(str(tiny_llama_dir))
     engine = TransformersEngine(model, tokenizer)
     records = run_ab(config, engine, out, progress=False, log=lambda _: None)
-    metrics = compute(records, config, arm_sampler, engine.features)
+    metrics = compute(records, config, engine.resampler, engine.features)
     write_report(metrics, config, out, records)
     return config, engine, out, records, metrics
 
@@ -210,6 +210,23 @@ mode = "boltzmann"
     assert len((out / "samples.jsonl").read_text().splitlines()) == 4
     assert main(["ab", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
     assert "resuming, 4 samples done, 0 to go" in capsys.readouterr().err
+
+
+def test_each_engine_resamples_a_plain_arm_as_it_samples():
+    """transformers applies top-p before min-p, vLLM min-p before top-p (over the survivors): at
+    p = (.4, .3, .1, .1, .1), top-p .55 and min-p .5, transformers samples {0, 1} and vLLM only
+    0, and each engine's re-sampler (the report's TV) follows its own engine."""
+    pytest.importorskip("vllm")
+    import torch
+
+    from qsample import SamplerConfig
+    from qsample.plugins.transformers.ab_engine import plain_resampler as transformers_resampler
+    from qsample.plugins.vllm.ab_engine import plain_resampler as vllm_resampler
+
+    config = SamplerConfig(top_k=5, top_p=0.55, min_p=0.5, temperature=1.0)
+    logits = torch.tensor([[0.4, 0.3, 0.1, 0.1, 0.1]]).log().expand(2000, -1)
+    assert set(transformers_resampler(config)(logits).tolist()) == {0, 1}
+    assert set(vllm_resampler(config)(logits).tolist()) == {0}
 
 
 def test_vllm_engine_runs_the_same_harness(tiny_llama_dir, tmp_path):

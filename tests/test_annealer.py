@@ -86,7 +86,7 @@ def test_onehot_tables_and_per_attempt_exponentials_make_the_same_decisions(acce
             np.tile(beta_schedule(30, "geometric", (0.1, 8)), (4, 1)), 6,
             acceptance == "gibbs", order == "random")
     outs = []
-    for limit in (700.0, 0.0):
+    for limit in (cpu.EXP_LIMIT, 0.0):
         states, energies = np.empty((4, 6, 16), np.int8), np.empty((4, 6))
         cpu.anneal_onehot(*args, states, energies, table_limit=limit)
         outs.append(states)

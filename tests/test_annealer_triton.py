@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from annealer_cases import ALPHA
 
+# One worker runs the whole module: the interpreter run (a module fixture, ~1 min) happens once.
+pytestmark = pytest.mark.xdist_group("triton-interpreter")
+
 # scripts/setup.sh installs triton here, outside the environment (see the note there)
 TRITON_DIR = Path(sys.prefix) / "triton-interpreter"
 

@@ -110,3 +110,17 @@ def test_bench_generate_compares_plain_and_qsample(tiny_llama_dir, tmp_path, cap
         ("plain", 1), ("qsample gumbel/neal", 1), ("plain", 2), ("qsample gumbel/neal", 2)]
     assert all(r["tokens_per_s"] > 0 for r in rows)
     assert rows[0]["ratio_vs_plain"] == 1.0 and rows[1]["sampler_share"] > 0
+
+
+def test_warm_up_compiles_or_loads_every_annealer_kernel(capsys):
+    assert main(["warm-up"]) == 0
+    assert "8 annealer kernels" in capsys.readouterr().out
+
+
+def test_first_step_bench_reports_warm_up_apart_from_the_first_step(tmp_path):
+    out = tmp_path / "first.json"
+    assert main(["bench-first-step", "--combos", "gumbel/batched-sa", "--repeats", "2",
+                 "--k", "8", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["warm_up_ms"] > 0 and row["first_step_ms"] > 0 and row["step_ms"] > 0
+    assert set(row) >= {"import_ms", "first_step_within_target"}

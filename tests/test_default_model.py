@@ -25,6 +25,9 @@ from qsample.plugins.transformers.models import (
     resolve_model,
 )
 
+# One worker runs the whole module: the real conversion (a module fixture, ~30 s) happens once.
+pytestmark = pytest.mark.xdist_group("default-model")
+
 
 def _fake_build(calls: list[Path], delay: float = 0.0):
     def build(out: Path) -> None:

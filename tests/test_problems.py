@@ -70,3 +70,14 @@ def test_bqm_vartype_and_offset(problems):
     bqm = problems.to_bqm(1)
     assert bqm.vartype is dimod.BINARY
     assert bqm.offset == pytest.approx(2.0)
+
+
+def test_split_union_gives_each_row_its_slice_of_a_union_read(problems):
+    states = np.array([[[1, 0, 1, 0], [0, 1, 0, 0]], [[0, 0, 1, 1], [1, 1, 1, 1]]], np.int8)
+    union = problems.union_bqm()
+    labels = problems.union_labels
+    assert list(union.variables) == labels.tolist()
+    samples = states.transpose(1, 0, 2).reshape(2, -1)[:, labels]  # [R, n] in union order
+    assert np.array_equal(problems.split_union(samples), states)
+    energies = union.energies((samples, labels.tolist()))
+    np.testing.assert_allclose(energies, problems.energies(states).sum(axis=0))

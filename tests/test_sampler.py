@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qsample import BackendError, ConfigError, LogitsError, QuantumSampler, SamplerConfig
-from qsample.backends import Backend, SolveResult
+from qsample.backends import Backend, FailureKind, Failures, SolveResult
 
 
 def logits_batch(batch=6, vocab=50, seed=0):
@@ -120,7 +120,7 @@ class MalformedBackend(Backend):
             states = np.full((b, 2, k), 3, np.int8)
         else:  # valid arrays, but never one-hot
             states = np.ones((b, 2, k), np.int8)
-        return SolveResult(states, np.ones((b, 2), bool), np.full(b, None, object))
+        return SolveResult(states, np.ones((b, 2), bool), Failures.none(b))
 
 
 @pytest.mark.parametrize("backend, reason", [
@@ -140,6 +140,21 @@ def test_failing_backend_falls_back_to_exact_and_counts_it(backend, reason):
     assert all(reason in r for r in step.fallback_reason)
     assert np.isnan(step.energy).all()
     assert sampler.telemetry.summary()["fallbacks"] == 4
+
+
+@pytest.mark.parametrize("backend, kind", [
+    (ExplodingBackend(), FailureKind.RAISED),
+    (MalformedBackend("shape"), FailureKind.REJECTED),
+    (MalformedBackend("values"), FailureKind.REJECTED),
+    (MalformedBackend("never-one-hot"), FailureKind.NO_VALID_READ),
+])
+def test_fallback_rows_carry_a_typed_failure_kind(backend, kind):
+    sampler = QuantumSampler(SamplerConfig(backend=backend, top_k=5, seed=0))
+    sampler.sample(logits_batch(batch=3, vocab=30))
+    step = sampler.last_step
+    assert step.fallback_kind.tolist() == [kind] * 3
+    assert [r["fallback_kind"] for r in step.records()] == [kind.label] * 3
+    assert all(r is not None for r in step.fallback_reason)
 
 
 def test_fallback_error_policy_raises_backend_error_naming_rows():

@@ -56,6 +56,22 @@ def test_same_seed_same_text_and_other_seed_differs(tiny_llama):
     assert texts[0] != texts[2]
 
 
+# A bare logits_processor= is called with (input_ids, scores) only: without walking the caller's
+# frames it cannot see do_sample, num_beams or an assistant (issue 12). These detections are
+# kept here, expected to fail, until transformers gives processors the generation config.
+BARE_PROCESSOR_IS_BLIND = pytest.mark.xfail(
+    strict=True, reason="a bare logits processor gets no generation config (issue 12)")
+
+
+def test_do_sample_true_emits_the_same_tokens(tiny_llama):
+    model, tokenizer = tiny_llama
+    _, greedy = run(model, tokenizer, QSampleLogitsProcessor(top_k=16, seed=5))
+    _, sampled = run(model, tokenizer, QSampleLogitsProcessor(top_k=16, seed=5), do_sample=True,
+                     temperature=0.5, top_k=3)
+    assert torch.equal(greedy, sampled)
+
+
+@BARE_PROCESSOR_IS_BLIND
 def test_do_sample_true_emits_the_same_tokens_and_warns_once(tiny_llama):
     model, tokenizer = tiny_llama
     _, greedy = run(model, tokenizer, QSampleLogitsProcessor(top_k=16, seed=5))
@@ -121,6 +137,7 @@ def test_half_precision_models(tiny_llama_dir, dtype):
     assert out.shape[0] == 2 and processor.telemetry.summary()["fallbacks"] == 0
 
 
+@BARE_PROCESSOR_IS_BLIND
 def test_beam_search_and_assisted_decoding_are_refused(tiny_llama):
     model, tokenizer = tiny_llama
     with pytest.raises(ValueError, match="beam search"):
@@ -146,6 +163,19 @@ def test_custom_generate_keyword_matches_the_processor_route(tiny_llama):
     with pytest.raises(ValueError, match="num_beams"):
         model.generate(**encode(tokenizer), custom_generate=qsample_generate, num_beams=2,
                        qsample={}, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("options, refused", [
+    ({"num_beams": 2}, "beam search"),
+    ({"num_beams": 2, "do_sample": True}, "beam sample"),
+    ({"prompt_lookup_num_tokens": 2}, "assisted generation"),
+])
+def test_custom_generate_refuses_beam_search_and_assisted_decoding(tiny_llama, options, refused):
+    model, tokenizer = tiny_llama
+    with pytest.raises(ValueError, match=refused):
+        model.generate(**encode(tokenizer, PROMPTS[:1]), custom_generate=qsample_generate,
+                       qsample={"top_k": 8}, max_new_tokens=2,
+                       pad_token_id=tokenizer.pad_token_id, **options)
 
 
 def test_processor_takes_a_config_and_overrides(tiny_llama):

@@ -378,6 +378,51 @@ def test_v2_keys_each_draft_row_by_its_own_output_position():
                        logits[[0]])
 
 
+# -- one entry point, two runners -------------------------------------------------------------
+
+ENTRY_POINT = "qsample.plugins.vllm:QSampleVLLMProcessor"
+
+
+def test_the_entry_point_builds_the_adapter_of_the_calling_runner():
+    from vllm.v1.sample.logits_processor import LogitsProcessor as V1
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2
+
+    assert issubclass(QSampleVLLMProcessor, V1) and issubclass(QSampleVLLMProcessor, V2)
+    assert not issubclass(plugin.QSampleV1Processor, V2)
+    assert not issubclass(plugin.QSampleV2Processor, V1)
+    assert type(v1_processor()) is plugin.QSampleV1Processor
+    assert type(v2_processor()) is plugin.QSampleV2Processor
+    assert v1_processor() in QSampleVLLMProcessor.instances
+    with pytest.raises(TypeError, match=r"\(vllm_config, req_states\)"):
+        QSampleVLLMProcessor(None)
+
+
+def test_both_runners_loaders_take_the_entry_point():
+    """vLLM's own loaders: the V1 runner's by name, Model Runner V2's from the installed entry
+    point and by name, and MRV2's request validator in the API server."""
+    from importlib.metadata import entry_points
+
+    import vllm.v1.sample.logits_processor as v1_loader
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.worker.gpu.sample.logits_processor import (
+        build_custom_logits_processors,
+        build_custom_logits_processors_params_validator,
+    )
+
+    assert v1_loader._load_logitsprocs_by_fqcns([ENTRY_POINT]) == [QSampleVLLMProcessor]
+    installed = [e for e in entry_points(group="vllm.logits_processors") if e.name == "qsample"]
+    lengths = SimpleNamespace(np=np.ones(8, dtype=np.int32))
+    req_states = SimpleNamespace(device=torch.device("cpu"), max_num_reqs=8, vocab_size=100,
+                                 all_token_ids=None, prompt_len=lengths, prefill_len=lengths,
+                                 total_len=None)
+    built = build_custom_logits_processors(None, req_states, False, [ENTRY_POINT])
+    assert [type(p) for p in built] == [plugin.QSampleV2Processor] * (len(installed) + 1)
+    validate = build_custom_logits_processors_params_validator([ENTRY_POINT])
+    validate(params(qsample=1))
+    with pytest.raises(VLLMValidationError, match="qsample_top_k=0"):
+        validate(params(qsample_top_k=0))
+
+
 # -- vllm.LLM end to end (in-process engine, CPU) --------------------------------------------
 
 PROMPTS = ["Once upon a time", "The annealer", "What is two plus three?", "She opened the door"]

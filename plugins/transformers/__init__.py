@@ -6,13 +6,14 @@
   Hugging Face folder, or a hub id.
 """
 
-from .generation import GenerationResult, generate_text, plain_sampling_settings, qsample_generate
-from .processor import QSampleLogitsProcessor
+from .generation import GenerationResult, generate_kwargs, generate_text, qsample_generate
+from .processor import QSampleLogitsProcessor, check_generation_mode
 
 __all__ = [
     "GenerationResult",
     "QSampleLogitsProcessor",
+    "check_generation_mode",
+    "generate_kwargs",
     "generate_text",
-    "plain_sampling_settings",
     "qsample_generate",
 ]

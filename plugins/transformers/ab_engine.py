@@ -2,73 +2,61 @@
 
 ``plain`` arms sample with transformers' own warpers (temperature, top-k, top-p, min-p) under
 ``torch.manual_seed(seed)``; ``qsample`` arms force the token with `QSampleLogitsProcessor`
-seeded with the same seed. Both ask ``generate`` for the raw logits of every step, from which
-`qsample.evaluation.runner.score_steps` computes the fidelity data.
+seeded with the same seed (both through `generate_text`). Each generation keeps the model's raw
+logits of every step, which the runner scores (`qsample.evaluation.runner.score_steps`).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+import numpy as np
 import torch
+from transformers import (
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
+from qsample import SamplerConfig
 from qsample.evaluation.config import Arm
-from qsample.evaluation.runner import score_steps
+from qsample.evaluation.engine import RESAMPLE_SEED, Generation, Resampler, qsample_resampler
 
-from .generation import encode_prompt, plain_sampling_settings
-from .processor import QSampleLogitsProcessor
+from .generation import GenerationResult, generate_text
+
+#: Per-step telemetry fields a qsample arm's record keeps.
+TELEMETRY_FIELDS = ("energy", "valid_reads", "num_reads", "fallback", "fallback_reason",
+                    "backend_seconds")
+#: Texts per forward pass of `TransformersEngine.features` (default), and the tokens kept of each.
+FEATURE_BATCH = 8
+FEATURE_MAX_TOKENS = 256
 
 
 class TransformersEngine:
+    """`qsample.evaluation.engine.Engine` on a transformers causal LM and its tokenizer."""
+
     def __init__(self, model, tokenizer, *, chat: bool = False) -> None:
         self.model, self.tokenizer, self.chat = model, tokenizer, chat
 
-    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int,
-                 keep_steps: int = 0) -> dict[str, Any]:
-        inputs = encode_prompt(self.tokenizer, [prompt], self.chat, self.model.device)
-        common: dict[str, Any] = {"max_new_tokens": max_new_tokens, "output_logits": True,
-                                  "return_dict_in_generate": True,
-                                  "pad_token_id": self.tokenizer.pad_token_id}
-        processor = None
-        if arm.kind == "qsample":
-            processor = QSampleLogitsProcessor(arm.config.replace(seed=seed))
-            kwargs = {"do_sample": False, "logits_processor": [processor], "temperature": None,
-                      "top_k": None, "top_p": None, "min_p": None}
-        else:
-            torch.manual_seed(seed)
-            kwargs = plain_sampling_settings(arm.config)
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = self.model.generate(**inputs, **common, **kwargs)
-        seconds = time.perf_counter() - start
-        new = out.sequences[0, inputs["input_ids"].shape[1]:]
-        raw = torch.stack([step[0] for step in out.logits])[: new.shape[0]]
-        record: dict[str, Any] = {
-            "text": self.tokenizer.decode(new, skip_special_tokens=True),
-            "token_ids": new.tolist(), "seconds": seconds,
-            **score_steps(raw, new, arm, seed, keep_steps)}
-        if processor is not None:
-            summary = processor.summary(wall_seconds=seconds)
-            timing = summary.get("backend_timing") or {}
-            keep = ("energy", "valid_reads", "num_reads", "fallback", "fallback_reason",
-                    "backend_seconds")
-            record.update({"sampler_seconds": summary["sampler_seconds"],
-                           "backend_seconds": summary["backend_seconds"],
-                           "fallbacks": summary["fallbacks"],
-                           "qpu_access_time_us": timing.get("qpu_access_time"),
-                           "qpu_calls": timing.get("qpu_calls"),
-                           "telemetry": [{k: r.get(k) for k in keep}
-                                         for r in processor.telemetry.records()]})
-        return record
+    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int) -> Generation:
+        result = generate_text(self.model, self.tokenizer, prompt, arm.config,
+                               plain=arm.kind == "plain", max_new_tokens=max_new_tokens,
+                               seed=seed, chat=self.chat, raw_logits=True)
+        return Generation(result.text, result.token_ids, result.seconds, result.logits,
+                          record=_cost(result))
 
+    def resampler(self, arm: Arm) -> Resampler:
+        """The arm's mechanism in this engine: qsample's sampler, or transformers' warpers."""
+        return qsample_resampler(arm) if arm.kind == "qsample" else plain_resampler(arm.config)
 
-    def features(self, texts: list[str], batch: int = 8) -> torch.Tensor:
+    def features(self, texts: list[str], batch: int = FEATURE_BATCH) -> np.ndarray:
         """Mean last-layer hidden state of each text under the model (MAUVE's embedding)."""
         rows = []
         for start in range(0, len(texts), batch):
             inputs = self.tokenizer(texts[start : start + batch], return_tensors="pt",
-                                    padding=True, truncation=True, max_length=256)
+                                    padding=True, truncation=True, max_length=FEATURE_MAX_TOKENS)
             inputs = inputs.to(self.model.device)
             with torch.no_grad():
                 hidden = self.model(**inputs, output_hidden_states=True).hidden_states[-1]
@@ -77,34 +65,31 @@ class TransformersEngine:
         return torch.cat(rows).numpy()
 
 
-def arm_sampler(arm: Arm):
-    """logits [N, V] -> token ids [N] by the arm's own mechanism, for exact TV estimates."""
-    if arm.kind == "qsample":
-        import warnings
+def _cost(result: GenerationResult) -> dict[str, Any]:
+    """A qsample arm's sampler time, backend time, fallbacks, QPU use and per-step telemetry."""
+    if result.processor is None:
+        return {}
+    summary = result.processor.summary(wall_seconds=result.seconds)
+    timing = summary.get("backend_timing") or {}
+    return {"sampler_seconds": summary["sampler_seconds"],
+            "backend_seconds": summary["backend_seconds"],
+            "fallbacks": summary["fallbacks"],
+            "qpu_access_time_us": timing.get("qpu_access_time"),
+            "qpu_calls": timing.get("qpu_calls"),
+            "telemetry": [{k: r.get(k) for k in TELEMETRY_FIELDS}
+                          for r in result.processor.telemetry.records()]}
 
-        from qsample import QuantumSampler
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sampler = QuantumSampler(arm.config.replace(seed=12345), telemetry=False)
-        return sampler.sample
-
-    from transformers import (
-        LogitsProcessorList,
-        MinPLogitsWarper,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
-    cfg = arm.config
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(cfg.temperature),
-                                   TopKLogitsWarper(cfg.top_k)])
-    if cfg.top_p < 1:
-        warpers.append(TopPLogitsWarper(cfg.top_p))
-    if cfg.min_p:
-        warpers.append(MinPLogitsWarper(cfg.min_p))
-    generator = torch.Generator().manual_seed(12345)
+def plain_resampler(config: SamplerConfig) -> Resampler:
+    """transformers' sampling at the config's settings: its warpers in ``generate``'s order
+    (temperature, top-k, top-p, min-p), then one multinomial draw per row."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(config.temperature),
+                                   TopKLogitsWarper(config.top_k)])
+    if config.top_p < 1:
+        warpers.append(TopPLogitsWarper(config.top_p))
+    if config.min_p:
+        warpers.append(MinPLogitsWarper(config.min_p))
+    generator = torch.Generator().manual_seed(RESAMPLE_SEED)
 
     def sample(logits: torch.Tensor) -> torch.Tensor:
         scores = warpers(None, logits.clone())

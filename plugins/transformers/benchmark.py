@@ -8,7 +8,6 @@ tokens/s over repeats and the ratio qsample / plain (1.0 = the sampler costs not
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -17,21 +16,14 @@ from typing import Any
 import torch
 
 from qsample import SamplerConfig
-from qsample.tools.bench import write_report
+from qsample.evaluation.prompts import DEFAULT_PROMPTS
+from qsample.tools.bench import MS_PER_S, timed_median, write_report
 
-from .generation import encode_prompt, plain_sampling_settings
-from .processor import QSampleLogitsProcessor
+from .generation import encode_prompt, generate_kwargs
 
-PROMPTS = [
-    "Once upon a time, in a village by the sea,",
-    "The old lighthouse keeper had a secret:",
-    "When the train stopped in the middle of the desert,",
-    "My grandmother always said that the best soup",
-    "The robot looked at the painting for a long time and",
-    "On the first day of school, Maya found a note",
-    "The storm had knocked out the power, so we",
-    "Deep in the forest there was a door that",
-]
+#: The benchmarks' prompts (also vLLM's, `qsample.plugins.vllm.bench`): the eight story openings
+#: of the A/B set.
+PROMPTS = [p.text for p in DEFAULT_PROMPTS if p.kind == "story"]
 
 
 def run_generation_bench(model, tokenizer, *, batches: Sequence[int] = (1, 8),
@@ -41,6 +33,9 @@ def run_generation_bench(model, tokenizer, *, batches: Sequence[int] = (1, 8),
                          new_tokens: int = 64, repeats: int = 3, top_k: int = 64,
                          temperature: float = 0.8, log: Callable[[str], None] = print
                          ) -> list[dict[str, Any]]:
+    """One row per arm and batch size: median seconds of a batch (`timed_median`), tokens/s,
+    the ratio to plain sampling and the sampler's share of the time (mean sampler seconds over
+    the repeats / median)."""
     rows: list[dict[str, Any]] = []
     for batch in batches:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
@@ -48,45 +43,36 @@ def run_generation_bench(model, tokenizer, *, batches: Sequence[int] = (1, 8),
         common = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens,
                   "pad_token_id": tokenizer.pad_token_id}
         base = SamplerConfig(top_k=top_k, temperature=temperature, seed=0)
-        arms: list[tuple[str, Callable[[], Any]]] = [
-            ("plain", partial(_plain, model, inputs, common, base))]
-        for mode, backend in combos:
-            config = base.replace(mode=mode, backend=backend)
-            arms.append((f"qsample {mode}/{backend}",
-                         partial(_qsample, model, inputs, common, config)))
+        arms = [("plain", base, True)] + [
+            (f"qsample {mode}/{backend}", base.replace(mode=mode, backend=backend), False)
+            for mode, backend in combos]
         plain_tps = None
-        for name, arm in arms:
+        for name, config, plain in arms:
+            sampler_seconds: list[float] = []  # per qsample call: the warm-up's, then each repeat's
             torch.manual_seed(0)
-            arm()  # warm-up
-            times, shares = [], []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                processor = arm()
-                seconds = time.perf_counter() - start
-                times.append(seconds)
-                if isinstance(processor, QSampleLogitsProcessor):
-                    shares.append(processor.summary(wall_seconds=seconds)["sampler_share"])
-            median = statistics.median(times)
+            median_ms, _ = timed_median(
+                partial(_generate, model, {**inputs, **common}, config, plain, sampler_seconds),
+                repeats)
+            median = median_ms / MS_PER_S
             tps = batch * new_tokens / median
             plain_tps = tps if name == "plain" else plain_tps
             row = {"arm": name, "batch": batch, "new_tokens": new_tokens, "median_s": median,
                    "tokens_per_s": tps, "ratio_vs_plain": tps / plain_tps,
-                   "sampler_share": statistics.median(shares) if shares else None,
+                   "sampler_share": statistics.mean(sampler_seconds[1:]) / median
+                   if sampler_seconds else None,
                    "repeats": repeats}
             rows.append(row)
             log(format_row(row))
     return rows
 
 
-def _plain(model, inputs, common, config: SamplerConfig) -> None:
-    model.generate(**inputs, **common, **plain_sampling_settings(config))
-
-
-def _qsample(model, inputs, common, config: SamplerConfig) -> QSampleLogitsProcessor:
-    processor = QSampleLogitsProcessor(config)
-    model.generate(**inputs, **common, logits_processor=[processor], do_sample=False,
-                   temperature=None, top_k=None, top_p=None, min_p=None)
-    return processor
+def _generate(model, kwargs: dict[str, Any], config: SamplerConfig, plain: bool,
+              sampler_seconds: list[float]) -> None:
+    """One batch at the arm's settings; a qsample arm appends its sampler seconds."""
+    settings, processor = generate_kwargs(config, plain=plain)
+    model.generate(**kwargs, **settings)
+    if processor is not None:
+        sampler_seconds.append(processor.summary()["sampler_seconds"])
 
 
 HEADER = (f"{'arm':26s} {'B':>3s} {'tokens':>6s} {'median s':>9s} {'tokens/s':>9s} "

@@ -1,4 +1,5 @@
-"""Generation helpers: the ``custom_generate`` callable and a streaming text generator.
+"""Generation helpers: the ``custom_generate`` callable, the ``generate`` keyword set of an arm
+(`generate_kwargs`) and a streaming text generator.
 
 ``custom_generate``: transformers 5.x accepts a callable that runs the decoding loop after
 ``generate`` has prepared inputs, cache, processors and stopping criteria; keyword arguments that
@@ -11,8 +12,10 @@ one-keyword API without re-implementing the loop::
 It drops transformers' sampling warpers (qsample applies its own temperature and truncation),
 appends a `QSampleLogitsProcessor` and runs transformers' own ``_sample`` loop greedily over the
 forced scores. Pass a `QSampleLogitsProcessor` instead of a dict to read its telemetry afterwards.
-Limitation (transformers 5.19): ``generate`` does not forward ``streamer`` to a custom callable;
-stream with ``logits_processor=[QSampleLogitsProcessor(...)]`` instead.
+Unlike a bare processor it sees the generation config, so it refuses beam search and assisted
+decoding (`check_generation_mode`). Limitation (transformers 5.19): ``generate`` does not forward
+``streamer`` or ``assistant_model`` to a custom callable (an assistant is ignored); stream with
+``logits_processor=[QSampleLogitsProcessor(...)]`` instead.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ from transformers.generation.logits_process import (
 
 from qsample import SamplerConfig
 
-from .processor import QSampleLogitsProcessor
+from .processor import QSampleLogitsProcessor, check_generation_mode
 
+#: ``generate`` settings that switch transformers' own sampling off: greedy, no warpers.
+_NO_SAMPLING = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None,
+                "min_p": None}
+#: transformers' sampling warpers, which `qsample_generate` drops (qsample applies its own).
 WARPERS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper,
            TopHLogitsWarper, TypicalLogitsWarper, EpsilonLogitsWarper, EtaLogitsWarper)
 
@@ -49,9 +56,10 @@ def qsample_generate(model, input_ids: torch.LongTensor, logits_processor: Logit
     """A ``custom_generate`` callable: transformers' sampling loop with qsample choosing tokens.
 
     ``qsample``: a `QSampleLogitsProcessor`, a `SamplerConfig`, or a mapping of its fields.
+    Beam search, assisted decoding and the other modes that do not emit one token per row per
+    step are refused (`check_generation_mode`).
     """
-    if (generation_config.num_beams or 1) > 1:
-        raise ValueError("qsample_generate forces one token per row: num_beams must be 1")
+    check_generation_mode(generation_config)
     if isinstance(qsample, QSampleLogitsProcessor):
         processor = qsample
     elif isinstance(qsample, SamplerConfig):
@@ -73,6 +81,24 @@ def qsample_generate(model, input_ids: torch.LongTensor, logits_processor: Logit
                                    **model_kwargs)
 
 
+def generate_kwargs(config: SamplerConfig, *, plain: bool = False
+                    ) -> tuple[dict[str, Any], QSampleLogitsProcessor | None]:
+    """``model.generate`` keyword arguments that sample ``config``'s target, and the processor.
+
+    qsample (default): a fresh `QSampleLogitsProcessor` at ``config`` chooses every token and
+    decoding is greedy over its forced scores, transformers' warpers off. ``plain``: transformers'
+    own sampling at the config's temperature / top-k / top-p / min-p (greedy at T = 0; seed it
+    with ``torch.manual_seed``), and no processor.
+    """
+    if not plain:
+        processor = QSampleLogitsProcessor(config)
+        return {**_NO_SAMPLING, "logits_processor": [processor]}, processor
+    if config.temperature == 0:
+        return dict(_NO_SAMPLING), None
+    return {"do_sample": True, "temperature": config.temperature, "top_k": config.top_k,
+            "top_p": config.top_p, "min_p": config.min_p or None}, None
+
+
 class _StreamTo(TextStreamer):
     """TextStreamer that writes to a given text stream."""
 
@@ -87,13 +113,18 @@ class _StreamTo(TextStreamer):
 
 @dataclass
 class GenerationResult:
-    """Text and token counts of one generation, its wall time and the processor (None for plain
-    sampling)."""
+    """One continuation: its text and new token ids, its wall time, the processor (None for plain
+    sampling) and, when asked for, the model's raw logits of each step [T, V]."""
 
     text: str
-    new_tokens: int
+    token_ids: list[int]
     seconds: float
     processor: QSampleLogitsProcessor | None
+    logits: torch.Tensor | None = None
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
 
     @property
     def tokens_per_second(self) -> float:
@@ -110,34 +141,22 @@ def encode_prompt(tokenizer, prompts: list[str], chat: bool, device) -> dict[str
 
 def generate_text(model, tokenizer, prompt: str, config: SamplerConfig, *, plain: bool = False,
                   max_new_tokens: int = 64, seed: int = 0, chat: bool = False,
-                  stream: TextIO | None = None) -> GenerationResult:
+                  stream: TextIO | None = None, raw_logits: bool = False) -> GenerationResult:
     """Generate a continuation of ``prompt`` with qsample, or with ``plain=True`` with ordinary
-    transformers sampling at the config's temperature / top-k / top-p / min-p and the same seed.
-    Streams the text to ``stream`` as it is produced."""
+    transformers sampling at the config's temperature / top-k / top-p / min-p and the same seed
+    (`generate_kwargs`). Streams the text to ``stream`` as it is produced; ``raw_logits`` keeps
+    the model's logits of each step in the result."""
     inputs = encode_prompt(tokenizer, [prompt], chat, model.device)
     streamer = _StreamTo(tokenizer, stream) if stream is not None else None
-    common: dict[str, Any] = {"max_new_tokens": max_new_tokens, "streamer": streamer,
-                              "pad_token_id": tokenizer.pad_token_id}
-    processor = None
-    if not plain:
-        processor = QSampleLogitsProcessor(config.replace(seed=seed))
-        kwargs = {"do_sample": False, "logits_processor": [processor],
-                  "temperature": None, "top_k": None, "top_p": None, "min_p": None}
-    else:
+    kwargs, processor = generate_kwargs(config.replace(seed=seed), plain=plain)
+    if plain:
         torch.manual_seed(seed)
-        kwargs = plain_sampling_settings(config)
     start = time.perf_counter()
-    output = model.generate(**inputs, **common, **kwargs)
+    output = model.generate(**inputs, **kwargs, max_new_tokens=max_new_tokens, streamer=streamer,
+                            pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
+                            output_logits=raw_logits)
     seconds = time.perf_counter() - start
-    new = output[0, inputs["input_ids"].shape[1]:]
-    text = tokenizer.decode(new, skip_special_tokens=True)
-    return GenerationResult(text, int(new.shape[0]), seconds, processor)
-
-
-def plain_sampling_settings(config: SamplerConfig) -> dict[str, Any]:
-    """transformers ``generate`` settings that sample the config's target distribution."""
-    if config.temperature == 0:
-        return {"do_sample": False, "temperature": None, "top_k": None, "top_p": None,
-                "min_p": None}
-    return {"do_sample": True, "temperature": config.temperature, "top_k": config.top_k,
-            "top_p": config.top_p, "min_p": config.min_p or None}
+    new = output.sequences[0, inputs["input_ids"].shape[1]:]
+    logits = torch.stack([step[0] for step in output.logits]) if raw_logits else None
+    return GenerationResult(tokenizer.decode(new, skip_special_tokens=True), new.tolist(),
+                            seconds, processor, logits)

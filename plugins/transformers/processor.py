@@ -10,8 +10,19 @@ so they never reach qsample and cannot change a forced row; the processors that 
 (repetition penalty, bad words, min length, ...) shape the scores qsample samples from, as they
 would for ordinary sampling. qsample applies its own temperature / top-k / top-p / min-p. Use
 ``do_sample=False``: with ``do_sample=True`` transformers adds a full-vocabulary softmax and
-multinomial per step that can only re-pick the forced token (a warning says so once).
-``num_return_sequences > 1`` is the exception: transformers requires ``do_sample=True`` for it.
+multinomial per step that can only re-pick the forced token. ``num_return_sequences > 1`` is the
+exception: transformers requires ``do_sample=True`` for it.
+
+What a bare ``logits_processor=[QSampleLogitsProcessor(...)]`` cannot detect: transformers calls
+a processor with ``(input_ids, scores)`` and nothing else, so it cannot tell which decoding loop
+calls it. It therefore cannot refuse beam search (``num_beams > 1``: each beam is forced to one
+token and beam search then ranks qsample's picks by likelihood instead of sampling), assisted or
+speculative decoding (``assistant_model=``, ``prompt_lookup_num_tokens=``: the draft and the
+verification steps each get an independently sampled token), or warn about ``do_sample=True``.
+`check_generation_mode` refuses these from the generation config, which transformers gives to a
+``custom_generate`` callable: `qsample.plugins.transformers.qsample_generate` runs it. (A
+``custom_generate`` callable is not given ``assistant_model``, so there an assistant is ignored
+and decoding stays qsample's one token per step.)
 
 Example:
     >>> from qsample.plugins.transformers import QSampleLogitsProcessor
@@ -22,24 +33,28 @@ Example:
 
 from __future__ import annotations
 
-import sys
-import time
-import warnings
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor
+from transformers import GenerationConfig, LogitsProcessor
+from transformers.generation import GenerationMode
 
 from qsample import QuantumSampler, SamplerConfig
 from qsample.telemetry import TelemetryLog
 
-#: Decoding loops in which forcing one token per row is wrong.
-UNSUPPORTED_LOOPS = {
-    "_beam_search": "beam search (num_beams > 1)",
-    "_assisted_decoding": "assisted / speculative decoding",
-    "_group_beam_search": "group beam search",
-    "_constrained_beam_search": "constrained beam search",
-}
+#: The decoding modes that emit one forced token per row per step (transformers' ``_sample``).
+ONE_TOKEN_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
+
+
+def check_generation_mode(generation_config: GenerationConfig) -> None:
+    """Raise ``ValueError`` unless the config decodes greedily or by sampling, one token per row
+    per step: beam search, assisted / prompt-lookup decoding, contrastive search, DoLa and
+    constrained or group beam search would corrupt (or be corrupted by) the forced tokens."""
+    mode = generation_config.get_generation_mode()
+    if mode not in ONE_TOKEN_MODES:
+        raise ValueError(
+            f"qsample forces one token per row and cannot run {mode.value.replace('_', ' ')}; "
+            "use num_beams=1, no prompt lookup and no assistant")
 
 
 class QSampleLogitsProcessor(LogitsProcessor):
@@ -63,60 +78,24 @@ class QSampleLogitsProcessor(LogitsProcessor):
             config = config.replace(**fields)
         self.config = config
         self.sampler = QuantumSampler(config, max_telemetry_steps=max_telemetry_steps)
-        self._warned_do_sample = False
-        self._first_call: float | None = None
-        self._last_call: float | None = None
 
     @property
     def telemetry(self) -> TelemetryLog:
         return self.sampler.telemetry
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._check_decoding_loop()
-        now = time.perf_counter()
-        if self._first_call is None:
-            self._first_call = now
         tokens = self.sampler.sample(scores)
         forced = torch.full_like(scores, float("-inf"))
         forced.scatter_(1, tokens[:, None], 0.0)
-        self._last_call = time.perf_counter()
         return forced
 
     def summary(self, wall_seconds: float | None = None) -> dict[str, Any]:
-        """Tokens, fallbacks, sampler seconds and, given the generation's wall time, the
-        sampler's share of it."""
+        """Tokens, fallbacks, sampler seconds, the sampler's one-time ``warmup_seconds`` (not
+        part of the sampler seconds) and, given the generation's wall time, the sampler's share
+        of it."""
         summary = self.telemetry.summary()
+        summary["warmup_seconds"] = self.sampler.warmup_seconds
         if wall_seconds:
             summary["wall_seconds"] = wall_seconds
             summary["sampler_share"] = summary["sampler_seconds"] / wall_seconds
         return summary
-
-    def _check_decoding_loop(self) -> None:
-        """Refuse decoding loops where forcing one token per row corrupts the search, and warn
-        once about ``do_sample=True``. transformers gives a processor no view of the generation
-        mode, so this looks at the calling frames (a cheap walk of a few frames)."""
-        frame = sys._getframe(2)
-        for _ in range(6):
-            if frame is None:
-                return
-            name = frame.f_code.co_name
-            if name in UNSUPPORTED_LOOPS:
-                raise ValueError(
-                    f"QSampleLogitsProcessor forces one token per row and cannot be used with "
-                    f"{UNSUPPORTED_LOOPS[name]}; use num_beams=1 and no assistant model")
-            if name == "_sample":
-                config = frame.f_locals.get("generation_config")
-                # transformers requires do_sample=True for num_return_sequences > 1
-                if (config is not None and getattr(config, "do_sample", False)
-                        and (getattr(config, "num_return_sequences", 1) or 1) == 1
-                        and not self._warned_do_sample):
-                    self._warned_do_sample = True
-                    warnings.warn(
-                        "generate(do_sample=True) with QSampleLogitsProcessor: transformers' "
-                        "temperature/top-k/top-p run after qsample and cannot change its token, "
-                        "but cost a full-vocabulary softmax and multinomial per step; pass "
-                        "do_sample=False (qsample applies its own temperature and truncation)",
-                        stacklevel=4,
-                    )
-                return
-            frame = frame.f_back

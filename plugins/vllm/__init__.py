@@ -2,7 +2,8 @@
 
 - `QSampleVLLMProcessor` (`processor`): the logits processor, loaded by vLLM from the
   ``vllm.logits_processors`` entry point for every model (a no-op for requests that do not
-  opt in);
+  opt in); under either model runner it builds the adapter of that runner's interface,
+  `QSampleV1Processor` or `QSampleV2Processor`, both over one `RowSamplingCore`;
 - `admission`: the operator's config, request parsing and the admission checks (HTTP 400),
   and `admission_middleware` for the OpenAI server (``--middleware
   qsample.plugins.vllm.admission_middleware``: the same 400 for streamed requests);
@@ -35,7 +36,13 @@ from .admission import (
     request_config,
     reset_operator_config,
 )
-from .processor import PluginStats, QSampleVLLMProcessor
+from .processor import (
+    PluginStats,
+    QSampleV1Processor,
+    QSampleV2Processor,
+    QSampleVLLMProcessor,
+    RowSamplingCore,
+)
 
 __all__ = [
     "OPT_IN_KEY",
@@ -43,8 +50,11 @@ __all__ = [
     "OperatorConfig",
     "PluginStats",
     "QSampleRequestError",
+    "QSampleV1Processor",
+    "QSampleV2Processor",
     "QSampleVLLMProcessor",
     "RequestPlan",
+    "RowSamplingCore",
     "admission_middleware",
     "admit",
     "operator_config",

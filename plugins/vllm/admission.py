@@ -23,6 +23,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
@@ -42,6 +43,7 @@ OPT_IN_KEY = "qsample"
 #: vLLM seeds are signed 64-bit and children of an ``n > 1`` request add their index.
 SEED_MODULUS = 2**62
 SEED_LIMIT = 2**64  # qsample's counter-based keys are uint64
+#: A request without a seed gets a fresh 56-bit one (below `SEED_MODULUS`: a valid vLLM seed).
 #: Annealing cost caps per step (reads x sweeps x top_k, `QuantumSampler.cost`) by backend,
 #: measured so that one opted-in request at the cap slows a plain neighbour by at most 1.5x on
 #: a 2-core CPU server with the default model (docs/benchmarks.md#neighbour); "*": any other.
@@ -211,7 +213,7 @@ def request_config(params: Any) -> RequestPlan | None:
     if vllm_seed is not None:
         vllm_seed = int(vllm_seed) % SEED_LIMIT
     if config.seed is None:
-        seed = vllm_seed if vllm_seed is not None else _fresh_seed()
+        seed = vllm_seed if vllm_seed is not None else qrng.fresh_seed()
     else:
         seed = config.seed if vllm_seed is None else int(qrng.combine(config.seed, vllm_seed))
     return RequestPlan(config.replace(seed=0), int(seed))
@@ -242,10 +244,6 @@ def _from_sampling_params(params: Any) -> dict[str, Any]:
 
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() not in ("", "0", "false", "no", "off", "none")
-
-
-def _fresh_seed() -> int:
-    return int.from_bytes(os.urandom(7), "little")
 
 
 class SamplerCache:
@@ -367,7 +365,8 @@ async def admission_middleware(request: Any, call_next: Any) -> Any:
             except QSampleRequestError as exc:
                 count_refusal(exc)
                 logger.info("qsample refused a request (HTTP 400): %s", exc)
-                return JSONResponse(status_code=400, content={"error": {
+                status = int(HTTPStatus.BAD_REQUEST)
+                return JSONResponse(status_code=status, content={"error": {
                     "message": str(exc), "type": "BadRequestError", "param": exc.key,
-                    "code": 400}})
+                    "code": status}})
     return await call_next(request)

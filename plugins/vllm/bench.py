@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from qsample.tools.bench import write_report
+from qsample.tools.bench import timed_median, write_report
 
 from ..transformers.benchmark import PROMPTS
 
+MILLISECONDS = 1e-3
+#: Share of the requests that opt in, in the ``mixed`` arms.
+MIXED_SHARE = 0.5
 
-def run_vllm_bench(model: str, *, batches=(8, 32),
-                   combos=(("gumbel", "batched-sa"), ("gumbel", "neal")),
+
+def run_vllm_bench(model: str, *, batches: Sequence[int] = (8, 32),
+                   combos: Sequence[tuple[str, str]] = (("gumbel", "batched-sa"),
+                                                        ("gumbel", "neal")),
                    new_tokens: int = 64, repeats: int = 3, top_k: int = 64,
                    temperature: float = 0.8, max_model_len: int = 512,
-                   log=print) -> list[dict[str, Any]]:
+                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+    """One row per arm and batch size: median seconds of a batch, tokens/s, the ratio to
+    ``plain`` and the sampler's share of the time (mean sampler seconds / median)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -31,6 +39,22 @@ def run_vllm_bench(model: str, *, batches=(8, 32),
     from . import QSampleVLLMProcessor
 
     llm = LLM(model=model, enforce_eager=True, max_model_len=max_model_len, seed=0)
+
+    def sampler_seconds() -> float:
+        return sum(p.stats.sampler_seconds for p in QSampleVLLMProcessor.instances)
+
+    def timed(prompts: list[str], params: list[SamplingParams]) -> tuple[float, float]:
+        """(median seconds of one batch, mean sampler seconds per batch), after a warm-up."""
+        sampler: list[float] = []  # per call: the warm-up's, then each repeat's
+
+        def generate() -> None:
+            before = sampler_seconds()
+            llm.generate(prompts, params, use_tqdm=False)
+            sampler.append(sampler_seconds() - before)
+
+        median_ms, _ = timed_median(generate, repeats)
+        return median_ms * MILLISECONDS, statistics.mean(sampler[1:])
+
     rows: list[dict[str, Any]] = []
     for batch in batches:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
@@ -45,19 +69,11 @@ def run_vllm_bench(model: str, *, batches=(8, 32),
         for mode, backend in combos:
             xargs = {"qsample_mode": mode, "qsample_backend": backend}
             arms.append((f"qsample {mode}/{backend}", requests(xargs)))
-            arms.append((f"mixed 50% {mode}/{backend}", requests(xargs, 0.5)))
+            arms.append((f"mixed {MIXED_SHARE:.0%} {mode}/{backend}",
+                         requests(xargs, MIXED_SHARE)))
         plain = None
         for name, params in arms:
-            llm.generate(prompts, params, use_tqdm=False)  # warm-up
-            times = []
-            sampler_before = sum(p.stats.sampler_seconds for p in QSampleVLLMProcessor.instances)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                llm.generate(prompts, params, use_tqdm=False)
-                times.append(time.perf_counter() - start)
-            sampler_s = (sum(p.stats.sampler_seconds for p in QSampleVLLMProcessor.instances)
-                         - sampler_before) / repeats
-            median = statistics.median(times)
+            median, sampler_s = timed(prompts, params)
             tps = batch * new_tokens / median
             plain = tps if name == "plain" else plain
             row = {"arm": name, "batch": batch, "new_tokens": new_tokens, "median_s": median,
@@ -68,9 +84,8 @@ def run_vllm_bench(model: str, *, batches=(8, 32),
                 f"{100 * row['sampler_share']:7.1f}%")
     return rows
 
-
 HEADER = f"{'arm':28s} {'B':>3s} {'median s':>9s} {'tokens/s':>9s} {'vs plain':>8s} {'sampler':>8s}"
 
 
-def write_json(rows, path, **meta) -> None:
+def write_json(rows: Sequence[dict[str, Any]], path: str | Path, **meta: Any) -> None:
     write_report(path, "vLLM tokens/s with and without qsample requests", rows, **meta)

@@ -16,8 +16,8 @@ Series (counters end in ``_total``): ``qsample_requests_admitted_total``,
 ``qsample_sampler_calls_total``, ``qsample_fallback_rows_total{reason}``,
 ``qsample_error_rows_total{reason}``, ``qsample_sampler_seconds`` (histogram per call),
 ``qsample_backend_calls_total{backend}``, ``qsample_backend_seconds_total{backend}``,
-``qsample_qpu_access_seconds_total{backend}`` (engine). Reasons are exception class names or
-``no_valid_read``, so label sets stay small.
+``qsample_qpu_access_seconds_total{backend}`` (engine). Reasons are exception class names,
+``no_valid_read`` or ``rejected`` (`qsample.backends.FailureKind`), so label sets stay small.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from qsample import StepTelemetry
+from qsample.backends import FailureKind
+from qsample.cache import write_text
 
 METRICS_DIR_ENV = "QSAMPLE_METRICS_DIR"
 SAMPLER_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                            2.5, 5.0, 10.0)
 MICROSECONDS = 1e-6
-NO_VALID_READ = "no_valid_read"
 
 
 def _multiprocess() -> bool:
@@ -79,12 +80,13 @@ def count_refusal(error: Exception) -> None:
     REFUSED.labels(key=getattr(error, "key", "unknown")).inc()
 
 
-def reason_kind(reason: str | None) -> str:
-    """A bounded label for a failure reason: the exception class of ``"Type: message"``."""
+def reason_kind(reason: str | None, kind: FailureKind = FailureKind.RAISED) -> str:
+    """A bounded label for a failure: the exception class of a raised one (``reason`` is
+    ``"Type: message"``), else the kind's own label (``no_valid_read``, ``rejected``)."""
+    if kind != FailureKind.RAISED:
+        return kind.label
     if not reason:
         return "unknown"
-    if reason.startswith("no valid one-hot read"):
-        return NO_VALID_READ
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
@@ -105,9 +107,9 @@ def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
     qpu = step.backend_timing.get("qpu_access_time")
     if qpu:
         QPU_SECONDS.labels(backend=step.backend).inc(qpu * MICROSECONDS)
-    for fallback, reason in zip(step.fallback, step.fallback_reason, strict=True):
-        if fallback is not None:
-            FALLBACKS.labels(reason=reason_kind(reason)).inc()
+    for kind, reason in zip(step.fallback_kind.tolist(), step.fallback_reason, strict=True):
+        if kind:
+            FALLBACKS.labels(reason=reason_kind(reason, FailureKind(kind))).inc()
 
 
 def record_failure(rows: int, reason: str, seconds: float, *, fallback: bool) -> None:
@@ -119,14 +121,12 @@ def record_failure(rows: int, reason: str, seconds: float, *, fallback: bool) ->
 def publish() -> None:
     """Write this engine process's snapshot (not needed in multiprocess mode)."""
     folder = os.environ.get(METRICS_DIR_ENV)
-    if not folder or _multiprocess():
-        return
-    path = Path(folder) / f"engine-{os.getpid()}.prom"
-    temporary = path.with_suffix(".tmp")
-    try:
-        temporary.write_bytes(generate_latest(ENGINE_REGISTRY))
-        os.replace(temporary, path)  # atomic: a scrape sees the old or the new snapshot
-    except OSError:  # the folder went away (server shutting down): metrics are best effort
+    if not folder or _multiprocess() or not Path(folder).is_dir():
+        return  # no snapshot folder, or it went away (server shutting down): not re-created
+    try:  # atomic: a scrape sees the old or the new snapshot
+        write_text(Path(folder) / f"engine-{os.getpid()}.prom",
+                   generate_latest(ENGINE_REGISTRY).decode())
+    except OSError:  # the folder went away meanwhile: metrics are best effort
         pass
 
 

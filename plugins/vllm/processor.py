@@ -1,18 +1,32 @@
-"""`QSampleVLLMProcessor`: per-request annealer sampling inside vLLM's engine.
+"""qsample inside vLLM's engine: per-request annealer sampling as a logits processor.
 
-One class implements both of vLLM's logits-processor interfaces (it subclasses both ABCs and
-tells them apart by their constructor arguments), so one entry point in the
-``vllm.logits_processors`` group loads under either model runner:
+vLLM has two logits-processor interfaces, one per model runner, and qsample has one thin adapter
+for each over one row-sampling core (`RowSamplingCore`: per-request state, the samplers, the
+sampling of rows with their keys, the operator's fallback, counting and logging):
 
-- legacy V1 runner (CPU, ``VLLM_USE_V2_MODEL_RUNNER=0``): ``__init__(vllm_config, device,
-  is_pin_memory)``, ``update_state(batch_update)``, ``apply(logits)``; a row's output position
-  is the length of vLLM's live list of the request's output tokens;
-- Model Runner V2: ``__init__(vllm_config, req_states)``, ``add_request(slot, params)``,
-  ``apply(logits, ctx)``; rows map to slots through ``ctx.expanded_idx_mapping`` and a row's
-  output position is ``ctx.pos[row] + 1 - prompt_len[slot]``. Under speculative decoding a
-  request owns one row per draft token, each keyed by its own position, so the accepted tokens
-  are the ones the request would get without drafts; rows of a chunked prefill (whose samples
-  vLLM discards) are left alone.
+- `QSampleV1Processor`, the V1 runner's interface (`vllm.v1.sample.logits_processor`; the GPU
+  and CPU model runners, ``VLLM_USE_V2_MODEL_RUNNER=0``): ``__init__(vllm_config, device,
+  is_pin_memory)``, ``update_state(batch_update)``, ``apply(logits)``; rows are batch indices
+  and a row's output position is the length of vLLM's live list of the request's output tokens;
+- `QSampleV2Processor`, Model Runner V2's (`vllm.v1.worker.gpu.sample.logits_processor`):
+  ``__init__(vllm_config, req_states)``, ``add_request(slot, params)``, ``apply(logits, ctx)``;
+  rows map to slots through ``ctx.expanded_idx_mapping`` and a row's output position is
+  ``ctx.pos[row] + 1 - prompt_len[slot]``. Under speculative decoding a request owns one row
+  per draft token, each keyed by its own position, so the accepted tokens are the ones the
+  request would get without drafts; rows of a chunked prefill (whose samples vLLM discards) are
+  left alone.
+
+Loading. Both runners read the same ``vllm.logits_processors`` entry point (and the
+``--logits-processors`` / ``LLM(logits_processors=...)`` names), accept only a class, call
+``cls.validate_params(params)`` in the API server for every request, and construct the class
+in the engine: the V1 runner (``build_logitsprocs``) as ``cls(vllm_config, device,
+is_pin_memory)``; Model Runner V2 (``build_custom_logits_processors``; chosen by
+``VllmConfig.use_v2_model_runner``: ``VLLM_USE_V2_MODEL_RUNNER`` when set, else on where Triton
+is present and every feature in use is supported) as ``cls(vllm_config, req_states)``, after
+checking ``issubclass(cls, <its LogitsProcessor>)``. The entry point, `QSampleVLLMProcessor`, is
+therefore registered as a virtual subclass of both interfaces (``ABCMeta.register``) and is
+never instantiated itself: constructing it returns the adapter whose constructor accepts the
+arguments vLLM passed. Each adapter is a real subclass of its own interface only.
 
 Requests without qsample keys are not touched: ``apply`` returns the logits unchanged
 (bit-identical output). Each step, all opted-in rows with the same configuration go to one
@@ -30,6 +44,7 @@ sampler cannot be built is not rebuilt every step.
 
 from __future__ import annotations
 
+import inspect
 import time
 import weakref
 from dataclasses import dataclass
@@ -41,11 +56,16 @@ from vllm.logger import init_logger
 from vllm.v1.sample.logits_processor import BatchUpdate, process_dict_updates
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+    LogitsContext,
+    LogitsProcRequestState,
+)
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (
     LogitsProcessor as V2LogitsProcessor,
 )
 
 from qsample import LogitsError, SamplerConfig, sample_target
 from qsample import rng as qrng
+from qsample.backends import FailureKind
 
 from . import metrics
 from .admission import SamplerCache, admit, operator_config, request_config
@@ -96,98 +116,47 @@ class RateLimitedLog:
         return True
 
 
-class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
-    """qsample as a vLLM logits processor (both runner interfaces; see the module docstring)."""
+class RowSamplingCore:
+    """What both adapters share (see the module docstring): the opted-in requests
+    (``requests``, keyed by the runner's batch index or slot), their samplers (``samplers``,
+    built once per configuration) and `sample_rows`, counted in ``stats`` and `metrics`.
 
-    instances: ClassVar[weakref.WeakSet] = weakref.WeakSet()  # live ones, for diagnostics
+    Attributes:
+        runner: ``"v1"`` or ``"v2"``, set by the adapter.
+        instances: every live processor of the process (diagnostics, tests, benchmarks).
+    """
 
-    def __init__(self, vllm_config: Any, *args: Any) -> None:
-        if len(args) == 2:  # V1: (device, is_pin_memory)
-            self.runner = "v1"
-            self.req_states = None
-        elif len(args) == 1:  # Model Runner V2: (req_states)
-            self.runner = "v2"
-            self.req_states = args[0]
-        else:
-            raise TypeError("QSampleVLLMProcessor(vllm_config, device, is_pin_memory) or "
-                            "(vllm_config, req_states)")
+    runner: ClassVar[str]
+    instances: ClassVar[weakref.WeakSet[RowSamplingCore]] = weakref.WeakSet()
+
+    def __init__(self) -> None:
         self.requests: dict[int, _Request] = {}
         self.samplers = SamplerCache()
         self.stats = PluginStats()
         self.log = RateLimitedLog()
-        QSampleVLLMProcessor.instances.add(self)
+        RowSamplingCore.instances.add(self)
         logger.info("qsample logits processor loaded (%s runner); %s", self.runner,
                     operator_config().describe())
 
-    # -- both interfaces ------------------------------------------------------------------
-
     @classmethod
-    def validate_params(cls, sampling_params) -> None:
+    def validate_params(cls, sampling_params: Any) -> None:
+        """Admission, run by vLLM in the API server for every request (`admission.admit`).
+
+        Raises:
+            QSampleRequestError: naming the key (HTTP 400).
+        """
         admit(sampling_params)
 
-    def is_argmax_invariant(self) -> bool:
-        return False  # it forces one token per opted-in row
-
-    # -- V1 ---------------------------------------------------------------------------------
-
-    def update_state(self, batch_update: BatchUpdate | None) -> None:
-        process_dict_updates(self.requests, batch_update, self._new_v1_request)
-
     @staticmethod
-    def _new_v1_request(params, prompt_tokens, output_tokens) -> _Request | None:
+    def track(params: Any, output_tokens: list[int] | None = None) -> _Request | None:
+        """A request's state, or None when it does not opt in."""
         plan = request_config(params)
         return None if plan is None else _Request(plan.config, plan.seed, output_tokens)
 
-    # -- Model Runner V2 --------------------------------------------------------------------
-
-    def add_request(self, req_idx: int, sampling_params) -> bool:
-        plan = request_config(sampling_params)
-        if plan is None:
-            self.requests.pop(req_idx, None)
-            return False
-        self.requests[req_idx] = _Request(plan.config, plan.seed)
-        return True
-
-    def apply_staged_writes(self) -> None:
-        return None
-
-    # -- the step ---------------------------------------------------------------------------
-
-    def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
-        if not self.requests:
-            return logits
-        if ctx is None:  # V1: rows are batch indices, positions the live output lengths
-            rows = sorted(self.requests)
-            requests = [self.requests[r] for r in rows]
-            positions = [len(r.output_tokens) for r in requests]
-        else:
-            if not any(int(s) in self.requests for s in ctx.idx_mapping_np):
-                return logits  # no opted-in request in this batch: no device sync
-            rows, requests, positions = self._v2_rows(ctx)
-            if not rows:
-                return logits
-        self._sample_rows(logits, rows, requests, positions)
-        metrics.publish()
-        return logits
-
-    def _v2_rows(self, ctx: Any) -> tuple[list[int], list[_Request], list[int]]:
-        """Opted-in rows, their requests and output positions (see the module docstring)."""
-        layout = torch.stack([ctx.expanded_idx_mapping.long(), ctx.pos.long()]).cpu().numpy()
-        slots, pos = layout
-        prompt = self.req_states.prompt_len.np[slots]
-        prefill = self.req_states.prefill_len.np[slots]
-        rows, requests, positions = [], [], []
-        for row, slot in enumerate(slots.tolist()):
-            request = self.requests.get(slot)
-            if request is None or pos[row] + 1 < prefill[row]:  # not opted in, or mid-prefill
-                continue
-            rows.append(row)
-            requests.append(request)
-            positions.append(int(pos[row] + 1 - prompt[row]))
-        return rows, requests, positions
-
-    def _sample_rows(self, logits: torch.Tensor, rows: list[int], requests: list[_Request],
-                     positions: list[int]) -> None:
+    def sample_rows(self, logits: torch.Tensor, rows: list[int], requests: list[_Request],
+                    positions: list[int]) -> torch.Tensor:
+        """Force each of ``rows`` to the token qsample samples for it, in place: one sampler
+        call per configuration, row r keyed by hash(seed of requests[r], positions[r])."""
         groups: dict[SamplerConfig, list[int]] = {}
         for n, request in enumerate(requests):
             groups.setdefault(request.config, []).append(n)
@@ -196,8 +165,7 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
             index = torch.tensor([rows[n] for n in members], device=logits.device)
             row_seeds = qrng.combine(np.array([requests[n].seed for n in members], np.uint64),
                                      np.array([positions[n] for n in members], np.uint64))
-            block = logits.index_select(0, index)
-            tokens = self._sample_group(config, block, row_seeds)
+            tokens = self._sample_group(config, logits.index_select(0, index), row_seeds)
             if tokens is None:
                 continue
             forced = torch.full((len(members), logits.shape[1]), float("-inf"),
@@ -205,6 +173,8 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
             forced.scatter_(1, tokens[:, None], 0.0)
             logits.index_copy_(0, index, forced)
             self.stats.rows += len(members)
+        metrics.publish()
+        return logits
 
     def _sample_group(self, config: SamplerConfig, block: torch.Tensor,
                       row_seeds: np.ndarray) -> torch.Tensor | None:
@@ -239,8 +209,98 @@ class QSampleVLLMProcessor(V1LogitsProcessor, V2LogitsProcessor):
         metrics.record_step(step, rows, seconds)
         if step is not None and step.fallback_count:
             self.stats.fallbacks += step.fallback_count
-            reason = next(r for r in step.fallback_reason if r is not None)
-            self.log.warn(metrics.reason_kind(reason),
+            row = int(np.flatnonzero(step.fallback_kind)[0])
+            reason = step.fallback_reason[row]
+            self.log.warn(metrics.reason_kind(reason, FailureKind(step.fallback_kind[row])),
                           f"{step.fallback_count} row(s) of {config.mode}/{config.backend_name} "
                           f"took the fallback: {reason}")
         return tokens
+
+
+class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
+    """qsample under vLLM's V1 model runner (see the module docstring)."""
+
+    runner = "v1"
+
+    def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
+        super().__init__()
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it forces one token per opted-in row
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        process_dict_updates(self.requests, batch_update,
+                             lambda params, _prompt, output: self.track(params, output))
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.requests:
+            return logits
+        rows = sorted(self.requests)
+        requests = [self.requests[row] for row in rows]
+        positions = [len(request.output_tokens) for request in requests]
+        return self.sample_rows(logits, rows, requests, positions)
+
+
+class QSampleV2Processor(RowSamplingCore, V2LogitsProcessor):
+    """qsample under vLLM's Model Runner V2 (see the module docstring)."""
+
+    runner = "v2"
+
+    def __init__(self, vllm_config: Any, req_states: LogitsProcRequestState) -> None:
+        super().__init__()
+        self.req_states = req_states
+
+    def add_request(self, req_idx: int, sampling_params: Any) -> bool:
+        request = self.track(sampling_params)
+        if request is None:  # the slot may hold an opted-in request's state: drop it
+            self.requests.pop(req_idx, None)
+            return False
+        self.requests[req_idx] = request
+        return True
+
+    def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
+        if not any(int(slot) in self.requests for slot in ctx.idx_mapping_np):
+            return logits  # no opted-in request in this batch: no device sync
+        rows, requests, positions = self._rows(ctx)
+        return self.sample_rows(logits, rows, requests, positions) if rows else logits
+
+    def _rows(self, ctx: LogitsContext) -> tuple[list[int], list[_Request], list[int]]:
+        """Opted-in rows, their requests and output positions (see the module docstring)."""
+        layout = torch.stack([ctx.expanded_idx_mapping.long(), ctx.pos.long()]).cpu().numpy()
+        slots, pos = layout
+        prompt = self.req_states.prompt_len.np[slots]
+        prefill = self.req_states.prefill_len.np[slots]
+        rows, requests, positions = [], [], []
+        for row, slot in enumerate(slots.tolist()):
+            request = self.requests.get(slot)
+            if request is None or pos[row] + 1 < prefill[row]:  # not opted in, or mid-prefill
+                continue
+            rows.append(row)
+            requests.append(request)
+            positions.append(int(pos[row] + 1 - prompt[row]))
+        return rows, requests, positions
+
+
+ADAPTERS = (QSampleV1Processor, QSampleV2Processor)
+
+
+@V1LogitsProcessor.register
+@V2LogitsProcessor.register
+class QSampleVLLMProcessor:
+    """The ``vllm.logits_processors`` entry point for both runners: a virtual subclass of both
+    interfaces whose construction returns the adapter (`QSampleV1Processor` or
+    `QSampleV2Processor`) that takes the arguments vLLM passes (see the module docstring)."""
+
+    instances: ClassVar[weakref.WeakSet[RowSamplingCore]] = RowSamplingCore.instances
+    validate_params = RowSamplingCore.validate_params
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RowSamplingCore:
+        for adapter in ADAPTERS:
+            try:
+                inspect.signature(adapter).bind(*args, **kwargs)
+            except TypeError:
+                continue
+            return adapter(*args, **kwargs)
+        raise TypeError("QSampleVLLMProcessor takes the arguments of one of vLLM's interfaces: "
+                        + " or ".join(f"({', '.join(inspect.signature(a).parameters)})"
+                                      for a in ADAPTERS))

@@ -33,17 +33,35 @@ from typing import Any, NamedTuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .admission import DEFAULT_MAX_COST
+from .admission import DEFAULT_FIELD_CAPS, DEFAULT_MAX_COST
 
 STARTUP_SECONDS = 300
 REQUEST_TIMEOUT_SECONDS = 120
+HEALTH_TIMEOUT_SECONDS = 2  # one /health probe while the server starts, polled every second
+POLL_SECONDS = 1
+SCRAPE_TIMEOUT_SECONDS = 10
+TERMINATE_SECONDS = 30  # then killed, and waited for KILL_SECONDS
+KILL_SECONDS = 10
+LOG_TAIL_CHARS = 3000  # of the server log, in start-up errors
+#: The server's environment defaults: vLLM's CPU KV cache (GiB), no thread pinning.
+CPU_SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                  "OMP_NUM_THREADS": "1"}
 PROMPT = "Once upon a time, in a small village by the sea,"
-#: Arms at their backend's default cost cap: (mode, backend, top_k, num_reads, num_sweeps).
-CAP_ARMS = (
-    ("gumbel", "batched-sa", 256, 32, DEFAULT_MAX_COST["batched-sa"] // (256 * 32)),
-    ("boltzmann", "batched-sa", 256, 32, DEFAULT_MAX_COST["batched-sa"] // (256 * 32)),
-    ("gumbel", "neal", 256, 32, DEFAULT_MAX_COST["neal"] // (256 * 32)),
-)
+TEMPERATURE = 0.8
+#: The opted-in neighbour generates this many times the plain request's tokens, starting this
+#: long before it, so that it overlaps the whole plain request.
+NEIGHBOUR_LENGTH_FACTOR = 3
+NEIGHBOUR_HEAD_START_SECONDS = 0.5
+#: The ``n > 1`` check: children and tokens per child.
+CHILDREN = 3
+CHILD_TOKENS = 12
+#: Arms at their backend's default cost cap: (mode, backend, top_k, num_reads, num_sweeps),
+#: top_k and num_reads at their default field caps.
+CAP_TOP_K, CAP_READS = DEFAULT_FIELD_CAPS["top_k"], DEFAULT_FIELD_CAPS["num_reads"]
+CAP_ARMS = tuple(
+    (mode, backend, CAP_TOP_K, CAP_READS, DEFAULT_MAX_COST[backend] // (CAP_TOP_K * CAP_READS))
+    for mode, backend in (("gumbel", "batched-sa"), ("boltzmann", "batched-sa"),
+                          ("gumbel", "neal")))
 
 
 def free_port() -> int:
@@ -67,8 +85,7 @@ def openai_server(model: str, log_path: Path, *, max_model_len: int = 1024,
     tail when it exits or is not ready within `STARTUP_SECONDS`."""
     port = free_port()
     if env is None:
-        env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-               "OMP_NUM_THREADS": "1", **os.environ}
+        env = {**CPU_SERVER_ENV, **os.environ}
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
                "--max-model-len", str(max_model_len), "--served-model-name", name, *extra_args]
@@ -80,28 +97,28 @@ def openai_server(model: str, log_path: Path, *, max_model_len: int = 1024,
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             if process.poll() is not None:
-                raise RuntimeError("server exited:\n" + log_path.read_text()[-3000:])
+                raise RuntimeError("server exited:\n" + log_path.read_text()[-LOG_TAIL_CHARS:])
             try:
-                with urllib.request.urlopen(base + "/health", timeout=2):
+                with urllib.request.urlopen(base + "/health", timeout=HEALTH_TIMEOUT_SECONDS):
                     break
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError("server not ready in time:\n"
-                                       + log_path.read_text()[-3000:]) from None
-                time.sleep(1)
+                                       + log_path.read_text()[-LOG_TAIL_CHARS:]) from None
+                time.sleep(POLL_SECONDS)
         yield RunningServer(base, process)
     finally:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=TERMINATE_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=10)
+            process.wait(timeout=KILL_SECONDS)
 
 
 def scrape(base_url: str) -> dict[tuple[str, frozenset], float]:
     """The server's /metrics: {(sample name, labels): value}."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+    with urllib.request.urlopen(base_url + "/metrics", timeout=SCRAPE_TIMEOUT_SECONDS) as response:
         text = response.read().decode()
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
@@ -124,12 +141,13 @@ def run_serve_check(model: str, *, new_tokens: int = 32, repeats: int = 3,
         def plain() -> tuple[float, str]:
             start = time.perf_counter()
             text = client.completions.create(model="model", prompt=PROMPT, max_tokens=new_tokens,
-                                             temperature=0.8, seed=1).choices[0].text
+                                             temperature=TEMPERATURE, seed=1).choices[0].text
             return time.perf_counter() - start, text
 
         def neighbour(xargs: dict[str, Any] | None) -> str:
             return client.completions.create(
-                model="model", prompt=PROMPT, max_tokens=3 * new_tokens, temperature=0.8,
+                model="model", prompt=PROMPT, max_tokens=NEIGHBOUR_LENGTH_FACTOR * new_tokens,
+                temperature=TEMPERATURE,
                 extra_body={"vllm_xargs": xargs} if xargs else None).choices[0].text
 
         plain()  # warm-up
@@ -147,7 +165,7 @@ def run_serve_check(model: str, *, new_tokens: int = 32, repeats: int = 3,
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 for _ in range(repeats):
                     busy = pool.submit(neighbour, xargs)
-                    time.sleep(0.5)  # the neighbour is decoding before the plain request arrives
+                    time.sleep(NEIGHBOUR_HEAD_START_SECONDS)  # the neighbour is decoding
                     seconds, text = plain()
                     busy.result(timeout=REQUEST_TIMEOUT_SECONDS)
                     times.append(seconds)
@@ -175,7 +193,8 @@ def run_serve_check(model: str, *, new_tokens: int = 32, repeats: int = 3,
 
         def children() -> list[str]:
             out = client.completions.create(
-                model="model", prompt=PROMPT, max_tokens=12, temperature=0.8, n=3,
+                model="model", prompt=PROMPT, max_tokens=CHILD_TOKENS, temperature=TEMPERATURE,
+                n=CHILDREN,
                 extra_body={"vllm_xargs": {"qsample": 1, "qsample_seed": 7}})
             return [c.text for c in sorted(out.choices, key=lambda c: c.index)]
 

@@ -31,9 +31,10 @@ ACCEPTANCE = ("metropolis", "gibbs")
 ORDERS = ("sequential", "random")
 SCHEDULES = ("geometric", "linear", "fixed")
 ENGINES = ("auto", "numba", "triton")
+RAMP_CACHE_SIZE = 256  # distinct (sweeps, schedule, range) ramps kept
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=RAMP_CACHE_SIZE)
 def ramp(num_sweeps: int, schedule: str, hot: float, cold: float) -> np.ndarray:
     """``num_sweeps`` betas from ``hot`` to ``cold``, geometric or linear; cached, read-only."""
     betas = (np.geomspace if schedule == "geometric" else np.linspace)(hot, cold, num_sweeps)
@@ -89,7 +90,7 @@ class AnnealResult:
 def problem_keys(seed: int | None, batch: int) -> np.ndarray:
     """uint64 [B] keys hash(seed, b): problem b's reads depend only on (seed, b, read)."""
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**63)
+        seed = rng.fresh_seed()
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError("seed", seed, "a non-negative integer or None")
     return rng.combine(seed, np.arange(batch, dtype=np.uint64))
@@ -202,7 +203,14 @@ def _betas(betas: Any, batch: int) -> np.ndarray:
         raise ConfigError("betas", a.shape, f"[S] or [{batch}, S] inverse temperatures")
     if not np.isfinite(a).all() or (a < 0).any():
         raise ConfigError("betas", betas, "finite inverse temperatures >= 0")
-    return np.ascontiguousarray(np.broadcast_to(a, (batch, a.shape[1])))
+    return _kernel_array(np.broadcast_to(a, (batch, a.shape[1])), np.float64)
+
+
+def _kernel_array(a: np.ndarray, dtype: type) -> np.ndarray:
+    """``a`` as a C-contiguous, writeable array of ``dtype`` (copied only when needed). numba
+    compiles one kernel per array type, read-only and non-contiguous arrays included: canonical
+    inputs keep every caller on the signatures `qsample.annealer.warmup` compiles."""
+    return np.require(a, dtype=dtype, requirements=("C", "W"))
 
 
 def _keys(keys: Any, batch: int) -> np.ndarray:
@@ -238,8 +246,7 @@ def _host_arrays(model: str, arrays: dict, sizes: Any, batch: int, width: int) -
                 raise ConfigError(name, tuple(value.shape), f"shape {shapes[name]}")
             continue
         a = value.detach().cpu().numpy() if _is_torch(value) else np.asarray(value)
-        a = np.ascontiguousarray(np.broadcast_to(a, shapes[name]) if a.ndim == 0 else a,
-                                 dtype=np.float64)
+        a = _kernel_array(np.broadcast_to(a, shapes[name]) if a.ndim == 0 else a, np.float64)
         if a.shape != shapes[name]:
             raise ConfigError(name, a.shape, f"shape {shapes[name]}")
         if name == "penalty" and not (a > 0).all():

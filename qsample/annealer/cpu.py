@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
+
+from ..rng import SPLITMIX_GOLDEN, SPLITMIX_M1, SPLITMIX_M2, SPLITMIX_S1, SPLITMIX_S2, SPLITMIX_S3
 
 
 def _shield_llvmlite_from_introspection() -> None:
@@ -47,30 +48,27 @@ def _shield_llvmlite_from_introspection() -> None:
 
 _shield_llvmlite_from_introspection()
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-_S32, _S63 = np.uint64(32), np.uint64(63)
+_S32, _S63 = np.uint64(32), np.uint64(63)  # the high half of a draw; its top bit
 _LOW32 = np.uint64(0xFFFFFFFF)
-_INV32 = 1.0 / 4294967296.0
+_INV32 = 1.0 / 2**32
+EXP_LIMIT = 700.0  # exp(x) overflows float64 above about 709.8
 
 
 @njit(inline="always", cache=True)
 def _mix64(x):
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
-    return x ^ (x >> _S31)
+    x = (x ^ (x >> SPLITMIX_S1)) * SPLITMIX_M1
+    x = (x ^ (x >> SPLITMIX_S2)) * SPLITMIX_M2
+    return x ^ (x >> SPLITMIX_S3)
 
 
 @njit(inline="always", cache=True)
 def _draw(chain, j):
-    return _mix64(chain + np.uint64(j) * GOLDEN)
+    return _mix64(chain + np.uint64(j) * SPLITMIX_GOLDEN)
 
 
 @njit(inline="always", cache=True)
 def _chain(key, read):
-    return _mix64(key ^ _mix64(np.uint64(read + 1) * GOLDEN))
+    return _mix64(key ^ _mix64(np.uint64(read + 1) * SPLITMIX_GOLDEN))
 
 
 @njit(inline="always", cache=True)
@@ -92,7 +90,7 @@ def _take_exact(delta, beta, u, gibbs):
     """`_take` from the energy change itself (no overflow for any beta d)."""
     x = beta * delta
     if gibbs:
-        return x < 700.0 and u * (1.0 + math.exp(x)) < 1.0
+        return x < EXP_LIMIT and u * (1.0 + math.exp(x)) < 1.0
     return x <= 0.0 or u < math.exp(-x)
 
 
@@ -115,8 +113,8 @@ def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_
     exp(-beta d) = exp(beta w_i) exp(-beta A (2n - 1)) (0 -> 1) or
     exp(-beta w_i) exp(beta A (2n - 3)) (1 -> 0) from per-sweep tables (K + 2 exponentials)
     shared by all reads: no exponential per attempt. When beta (|w| + A (2K + 1)) reaches
-    ``table_limit`` (700: a float64 exponential could overflow) the sweep computes exp(-beta d)
-    per attempt instead.
+    ``table_limit`` (`EXP_LIMIT`: a float64 exponential could overflow) the sweep computes
+    exp(-beta d) per attempt instead.
     """
     batch = weights.shape[0]
     for b in prange(batch):
@@ -268,7 +266,7 @@ ONEHOT_KERNELS = {
 
 
 def anneal_onehot(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order, states,
-                  energies, table_limit: float = 700.0) -> None:
+                  energies, table_limit: float = EXP_LIMIT) -> None:
     """Runs the one-hot kernel specialised for (gibbs, random_order)."""
     ONEHOT_KERNELS[bool(gibbs), bool(random_order)](weights, penalty, sizes, keys, betas,
                                                      num_reads, table_limit, states, energies)
@@ -285,7 +283,3 @@ def best_reads(states, energies, out_states, out_energies):
         out_states[b, 0] = states[b, best]
         out_energies[b, 0] = energies[b, best]
 
-
-def set_threads(count: int) -> None:
-    """Number of threads the CPU kernels use (numba's thread pool)."""
-    numba.set_num_threads(count)

@@ -11,6 +11,9 @@ import torch
 
 from ..errors import ConfigError
 
+MAX_TILE_STATES = 4096  # BLOCK_R x BLOCK_K states of one program, kept on chip
+MIN_BLOCK_K = 16  # the narrowest tile: a power of two, as tl.arange needs
+
 
 def interpreting() -> bool:
     """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1`` in the environment
@@ -25,9 +28,9 @@ def kernels() -> ModuleType:
 
 
 def _blocks(num_reads: int, width: int) -> tuple[int, int]:
-    """(BLOCK_R, BLOCK_K): powers of two, at most 4096 states per program (they stay on chip)."""
-    block_k = max(16, 1 << max(width - 1, 0).bit_length())
-    block_r = min(1 << max(num_reads - 1, 0).bit_length(), max(1, 4096 // block_k))
+    """(BLOCK_R, BLOCK_K): powers of two, at most `MAX_TILE_STATES` states per program."""
+    block_k = max(MIN_BLOCK_K, 1 << max(width - 1, 0).bit_length())
+    block_r = min(1 << max(num_reads - 1, 0).bit_length(), max(1, MAX_TILE_STATES // block_k))
     return block_r, block_k
 
 

@@ -35,7 +35,7 @@ from .core import anneal_dense, problem_keys, ramp
 SCHEDULE_TYPES = ("linear", "geometric", "custom")  # neal's beta_schedule_options
 CRITERIA = ("metropolis", "gibbs")  # proposal_acceptance_criteria, any case (as neal)
 DEFAULT_NUM_SWEEPS = 1000
-SEED_LIMIT = 2**31  # neal's seeds: integers in [0, 2^31)
+SEED_LIMIT = 2**rng.BACKEND_SEED_BITS  # neal's seeds: integers in [0, 2^31)
 STATE_SEED_LIMIT = 2**32  # numpy RandomState seeds (dimod's random initial states)
 _PROBE_BETAS = np.zeros(1)  # one sequential Metropolis sweep at beta 0 flips every spin
 

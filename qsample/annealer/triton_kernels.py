@@ -14,14 +14,29 @@ interpreter, which is how the tests check this code without a GPU.
 import triton
 import triton.language as tl
 
-GOLDEN: tl.constexpr = 0x9E3779B97F4A7C15
+from .. import rng
+
+# SplitMix64 (`qsample.rng`) as compile-time constants
+GOLDEN: tl.constexpr = int(rng.SPLITMIX_GOLDEN)
+M1: tl.constexpr = int(rng.SPLITMIX_M1)
+M2: tl.constexpr = int(rng.SPLITMIX_M2)
+S1: tl.constexpr = int(rng.SPLITMIX_S1)
+S2: tl.constexpr = int(rng.SPLITMIX_S2)
+S3: tl.constexpr = int(rng.SPLITMIX_S3)
+_UNIFORM_BITS = 24  # a float32 holds 24 random bits exactly: u takes the top 24 of a draw
+UNIFORM_SHIFT: tl.constexpr = 64 - _UNIFORM_BITS
+UNIFORM_SCALE: tl.constexpr = 1.0 / 2**_UNIFORM_BITS
+STATE_SHIFT: tl.constexpr = 63  # a draw's top bit sets an initial spin
+LOW_BITS: tl.constexpr = 32  # random order: spin (low 32 bits of a draw * k) >> 32
+LOW_MASK: tl.constexpr = 2**32 - 1
+EXP_CLAMP: tl.constexpr = 80.0  # float32 exp overflows above about 88.7
 
 
 @triton.jit
 def _mix64(x):
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
-    return x ^ (x >> 31)
+    x = (x ^ (x >> S1)) * M1
+    x = (x ^ (x >> S2)) * M2
+    return x ^ (x >> S3)
 
 
 @triton.jit
@@ -33,24 +48,24 @@ def _chains(key_ptr, b, reads):
 @triton.jit
 def _initial_state(chain, cols, k):
     draws = _mix64(chain[:, None] + (cols[None, :] + 1).to(tl.uint64) * GOLDEN)
-    return tl.where(cols[None, :] < k, (draws >> 63).to(tl.int32), 0)
+    return tl.where(cols[None, :] < k, (draws >> STATE_SHIFT).to(tl.int32), 0)
 
 
 @triton.jit
 def _accept(delta, beta, draw, GIBBS: tl.constexpr):
     x = (beta * delta).to(tl.float32)
-    u = ((draw >> 40).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    u = ((draw >> UNIFORM_SHIFT).to(tl.float32) + 0.5) * UNIFORM_SCALE
     if GIBBS:
-        p = 1.0 / (1.0 + tl.exp(tl.minimum(x, 80.0)))
+        p = 1.0 / (1.0 + tl.exp(tl.minimum(x, EXP_CLAMP)))
     else:
-        p = tl.exp(tl.minimum(-x, 80.0))  # >= 1 when x <= 0: always taken
+        p = tl.exp(tl.minimum(-x, EXP_CLAMP))  # >= 1 when x <= 0: always taken
     return u < p
 
 
 @triton.jit
 def _spin(t, k, draw, RANDOM: tl.constexpr):
     if RANDOM:
-        return (((draw & 0xFFFFFFFF) * k.to(tl.uint64)) >> 32).to(tl.int32)
+        return (((draw & LOW_MASK) * k.to(tl.uint64)) >> LOW_BITS).to(tl.int32)
     return (draw * 0 + (t % k)).to(tl.int32)
 
 

@@ -5,11 +5,16 @@ as binary states [B, R, K]. It may solve the rows one by one, as one disjoint un
 in a batch. Modes say *what* they need, never *how*:
 
 - ``task="ground"``: low-energy states (``gumbel`` keeps the lowest-energy valid read);
-- ``task="thermal"``: independent samples of exp(-beta E(x)) (``boltzmann``, beta = 1).
+- ``task="thermal"``: independent samples of exp(-E(x)), i.e. at inverse temperature
+  `THERMAL_BETA` = 1 (``boltzmann``).
+
+A row that gets no usable read is marked in `SolveResult.failures` with a `FailureKind` and the
+text of what happened; the sampler then applies its fallback policy to it.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,10 +22,74 @@ from typing import Any
 
 import numpy as np
 
+from ..annealer import beta_schedule
 from ..errors import ConfigError
 from ..problems import OneHotProblems
+from .measured import fidelity_note
 
 TASKS = ("ground", "thermal")
+THERMAL_BETA = 1.0  # the thermal task samples exp(-THERMAL_BETA E(x)) = exp(-E(x))
+
+
+class FailureKind(enum.IntEnum):
+    """Why a row of a step got no usable read (code 0: it did)."""
+
+    NONE = 0
+    RAISED = 1  # the backend call raised; the text is "ExceptionType: message"
+    REJECTED = 2  # the backend's reads do not fit the problem (shape, values, variables)
+    NO_VALID_READ = 3  # the reads fit, but none is a one-hot state of the row
+
+    @property
+    def label(self) -> str:
+        """A short, stable name (``"no_valid_read"``), e.g. for metric labels."""
+        return self.name.lower()
+
+
+class RejectedResult(ValueError):
+    """A backend returned reads that do not fit the problem (`FailureKind.REJECTED`)."""
+
+
+def describe(error: Exception) -> str:
+    """The text of a failure by ``error``: "ExceptionType: message"."""
+    return f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Failures:
+    """Per-row failures of one step.
+
+    Attributes:
+        kind: uint8 [B] `FailureKind` codes, 0 where the row has usable reads.
+        detail: object [B], the text of each failure (None where ``kind`` is 0).
+    """
+
+    kind: np.ndarray
+    detail: np.ndarray
+
+    @classmethod
+    def none(cls, batch: int) -> Failures:
+        """No row failed."""
+        return cls(np.zeros(batch, np.uint8), np.full(batch, None, dtype=object))
+
+    @property
+    def failed(self) -> np.ndarray:
+        """bool [B], True where a row failed."""
+        return self.kind != FailureKind.NONE
+
+    def mark(self, rows: Any, kind: FailureKind, detail: str) -> None:
+        """Mark ``rows`` (an index, slice or mask) failed with ``kind`` and ``detail``."""
+        self.kind[rows] = kind
+        self.detail[rows] = detail
+
+    def mark_exception(self, rows: Any, error: Exception) -> None:
+        """Mark ``rows`` failed by ``error``: `FailureKind.REJECTED` for a `RejectedResult`,
+        else `FailureKind.RAISED`, with `describe`'s text."""
+        kind = FailureKind.REJECTED if isinstance(error, RejectedResult) else FailureKind.RAISED
+        self.mark(rows, kind, describe(error))
+
+    def copy(self) -> Failures:
+        """An independent copy."""
+        return Failures(self.kind.copy(), self.detail.copy())
 
 
 @dataclass(frozen=True)
@@ -31,12 +100,15 @@ class SolveRequest:
         task: ``"ground"`` or ``"thermal"``.
         num_reads: reads per row.
         num_sweeps: sweeps per read (annealers).
-        beta_range: (hot, cold) annealing schedule for ``ground``; ignored for ``thermal``.
+        beta_range: (hot, cold) annealing schedule for ``ground``; ignored for ``thermal``,
+            which samples at `THERMAL_BETA`.
         beta_schedule: ``"geometric"`` or ``"linear"``.
-        beta: inverse temperature of ``thermal`` sampling.
         keys: uint64 [B] counter-RNG keys of the rows (see `qsample.rng`).
         batching: ``"auto"``, ``"per-row"`` or ``"union"``.
-        params: extra keyword arguments for the underlying sampler.
+        params: the config's ``backend_params``, extra keyword arguments for the sampler.
+        settings: what the backend's calls take from all of the above, resolved once per
+            sampler by `Backend.settings` (sampler keyword arguments, schedules); steps only
+            change ``keys``.
     """
 
     task: str
@@ -44,10 +116,17 @@ class SolveRequest:
     num_sweeps: int | None
     beta_range: tuple[float, float] | None
     beta_schedule: str
-    beta: float
     keys: np.ndarray
     batching: str = "auto"
     params: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def betas(self) -> np.ndarray:
+        """Inverse temperature per sweep [num_sweeps]: the ``beta_schedule`` ramp over
+        ``beta_range`` for ``ground``, `THERMAL_BETA` throughout for ``thermal``."""
+        if self.task == "thermal":
+            return beta_schedule(self.num_sweeps, "fixed", beta=THERMAL_BETA)
+        return beta_schedule(self.num_sweeps, self.beta_schedule, self.beta_range)
 
 
 @dataclass
@@ -57,7 +136,7 @@ class SolveResult:
     Attributes:
         states: int8 [B, R, K]; rows with fewer reads are padded by ``read_mask``.
         read_mask: bool [B, R], True where a read exists.
-        failures: object [B], None or the reason a row got no usable reads.
+        failures: the rows that got no usable reads, and why.
         seconds: wall time spent in backend calls.
         calls: number of backend calls made.
         timing: backend-reported timing (e.g. QPU access time, microseconds), summed over calls.
@@ -65,10 +144,19 @@ class SolveResult:
 
     states: np.ndarray
     read_mask: np.ndarray
-    failures: np.ndarray
+    failures: Failures
     seconds: float = 0.0
     calls: int = 0
     timing: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_error(cls, batch: int, width: int, error: Exception, seconds: float = 0.0,
+                   calls: int = 0, timing: dict[str, float] | None = None) -> SolveResult:
+        """Every row failed by ``error``: no reads (`Failures.mark_exception`)."""
+        failures = Failures.none(batch)
+        failures.mark_exception(slice(None), error)
+        return cls(np.zeros((batch, 1, width), np.int8), np.zeros((batch, 1), bool), failures,
+                   seconds, calls, timing or {})
 
 
 class Backend(ABC):
@@ -78,8 +166,6 @@ class Backend(ABC):
         name: registry name, shown in telemetry.
         tasks: the tasks it can perform faithfully (``"ground"``, ``"thermal"``).
         max_size: largest K it accepts (None: no limit).
-        thermal_measured_k: largest K at which ``thermal`` was measured faithful with the
-            default settings (None: no such limit); above it `fidelity_warning` says so.
         params: the ``backend_params`` keys it accepts (None: any, passed to its sampler).
         probe: a local backend that costs nothing to call: a sampler is built only after one
             solve of a two-candidate problem with its settings has worked, so a bad
@@ -90,18 +176,13 @@ class Backend(ABC):
     name: str = "backend"
     tasks: tuple[str, ...] = TASKS
     max_size: int | None = None
-    thermal_measured_k: int | None = None
     params: tuple[str, ...] | None = None
     probe: bool = False
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        """Why ``task`` at up to ``top_k`` candidates is not measured faithful, or None."""
-        limit = self.thermal_measured_k
-        if task == "thermal" and limit is not None and top_k > limit:
-            return (f"boltzmann mode with backend '{self.name}' is measured faithful only up to "
-                    f"K = {limit} candidates with its default sweeps; at top_k={top_k} check it "
-                    f"with 'qsample fidelity' or use mode='gumbel'")
-        return None
+        """Why ``task`` at up to ``top_k`` candidates is not measured faithful, or None: from
+        the backend's entry in `qsample.backends.measured.MEASUREMENTS`."""
+        return fidelity_note(self.name, task, top_k)
 
     def check(self, request: SolveRequest, top_k: int | None) -> None:
         """Refuse, with a `ConfigError` naming the field, what this backend cannot run: a task it
@@ -130,6 +211,13 @@ class Backend(ABC):
         """Reads per row this backend needs for ``task`` when the config leaves num_reads None
         (None: the mode's default)."""
         return None
+
+    def settings(self, request: SolveRequest) -> dict[str, Any]:
+        """The `SolveRequest.settings` of ``request``: what `solve` needs besides the keys,
+        with this backend's defaults and ``request.params`` merged in. Called once per sampler
+        (``qsample.sampler.resolve_request``); a value it cannot use raises there. Default:
+        nothing."""
+        return {}
 
     @abstractmethod
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:

@@ -3,7 +3,7 @@
 All B rows of a step are annealed in one call on the structured one-hot path, O(1) per flip,
 with R independent chains per row keyed by the row's counter-RNG key, so a row's reads do not
 depend on its batch neighbours. ``ground`` anneals over the request's ``beta_range`` with
-Metropolis acceptance (as neal); ``thermal`` runs Gibbs chains at the fixed ``beta``.
+Metropolis acceptance (as neal); ``thermal`` runs Gibbs chains at the fixed beta = 1.
 ``backend_params`` may set ``acceptance`` ("metropolis" or "gibbs") and ``order``
 ("sequential" or "random").
 """
@@ -11,12 +11,13 @@ Metropolis acceptance (as neal); ``thermal`` runs Gibbs chains at the fixed ``be
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
-from ..annealer import anneal_onehot, beta_schedule
+from ..annealer import anneal_onehot
 from ..problems import OneHotProblems
-from .base import Backend, SolveRequest, SolveResult
+from .base import Backend, Failures, SolveRequest, SolveResult
 
 
 class BatchedSABackend(Backend):
@@ -24,24 +25,23 @@ class BatchedSABackend(Backend):
 
     name = "batched-sa"
     tasks = ("ground", "thermal")
-    thermal_measured_k = 256  # boltzmann defaults measured faithful up to here (docs/fidelity.md)
     params = ("acceptance", "order")
     probe = True
 
-    def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
+    def settings(self, request: SolveRequest) -> dict[str, Any]:
         thermal = request.task == "thermal"
-        if thermal:
-            betas = beta_schedule(request.num_sweeps, "fixed", beta=request.beta)
-        else:
-            betas = beta_schedule(request.num_sweeps, request.beta_schedule, request.beta_range)
+        return {
+            "betas": request.betas(),
+            "acceptance": request.params.get("acceptance", "gibbs" if thermal else "metropolis"),
+            "order": request.params.get("order", "sequential"),
+        }
+
+    def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         start = time.perf_counter()
         result = anneal_onehot(
             np.where(problems.variable_mask, problems.weights, 0.0), problems.penalty,
-            problems.sizes, betas=betas, num_reads=request.num_reads, keys=request.keys,
-            acceptance=request.params.get("acceptance", "gibbs" if thermal else "metropolis"),
-            order=request.params.get("order", "sequential"),
-        )
+            problems.sizes, num_reads=request.num_reads, keys=request.keys, **request.settings)
         seconds = time.perf_counter() - start
         batch, reads = result.states.shape[:2]
-        return SolveResult(result.states, np.ones((batch, reads), bool),
-                           np.full(batch, None, dtype=object), seconds, 1)
+        return SolveResult(result.states, np.ones((batch, reads), bool), Failures.none(batch),
+                           seconds, 1)

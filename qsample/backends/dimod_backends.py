@@ -9,47 +9,58 @@ single-spin-flip dynamics, so each component's slice of a union read is a read o
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import rng
+from ..annealer.core import ramp
 from ..errors import ConfigError
 from ..problems import OneHotProblems
-from .base import Backend, SolveRequest, SolveResult
+from .base import THERMAL_BETA, Backend, Failures, RejectedResult, SolveRequest, SolveResult
+
+TABU_TIMEOUT_MS = 1  # tabu's search time per row and read
 
 
-class MalformedSamples(ValueError):
-    """A backend returned samples that do not fit the problem."""
-
-
-def _records(sampleset, labels: np.ndarray) -> np.ndarray:
+def records(sampleset, labels: np.ndarray) -> np.ndarray:
     """Reads [R, len(labels)] of a SampleSet, columns in the order of ``labels``, one row per
-    occurrence. Raises `MalformedSamples` on missing variables or non-binary values."""
+    occurrence. Raises `RejectedResult` on missing variables or non-binary values."""
     record = sampleset.record
     variables = list(sampleset.variables)
     if len(variables) != len(labels):
-        raise MalformedSamples(
+        raise RejectedResult(
             f"backend returned {len(variables)} variables, expected {len(labels)}"
         )
     try:
         index = {v: n for n, v in enumerate(variables)}
         columns = np.fromiter((index[int(v)] for v in labels), dtype=np.int64, count=len(labels))
     except (KeyError, TypeError, ValueError):
-        raise MalformedSamples("backend returned samples over unexpected variables") from None
+        raise RejectedResult("backend returned samples over unexpected variables") from None
     samples = np.asarray(record.sample)
     if samples.ndim != 2 or samples.shape[0] == 0:
-        raise MalformedSamples(f"backend returned samples of shape {samples.shape}")
+        raise RejectedResult(f"backend returned samples of shape {samples.shape}")
     samples = samples[:, columns]
     if not np.isin(samples, (0, 1)).all():
-        raise MalformedSamples("backend returned non-binary values")
+        raise RejectedResult("backend returned non-binary values")
     occurrences = np.asarray(record.num_occurrences, dtype=np.int64)
     if (occurrences != 1).any():
         samples = np.repeat(samples, np.maximum(occurrences, 0), axis=0)
     return samples.astype(np.int8)
 
 
-def _add_timing(total: dict[str, float], info: dict) -> None:
+def union_reads(sampleset, problems: OneHotProblems) -> np.ndarray:
+    """Reads [B, R, K] of every row from a SampleSet of ``problems.union_bqm()``."""
+    return problems.split_union(records(sampleset, problems.union_labels))
+
+
+def _declared(sampler: Any) -> Mapping[str, Any]:
+    """The keyword arguments ``sampler`` declares (dimod's ``parameters``; none if absent)."""
+    return getattr(sampler, "parameters", None) or {}
+
+
+def add_timing(total: dict[str, float], info: dict) -> None:
+    """Add a SampleSet info's numeric ``timing`` fields to ``total``."""
     for key, value in (info.get("timing") or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             total[key] = total.get(key, 0.0) + float(value)
@@ -58,10 +69,11 @@ def _add_timing(total: dict[str, float], info: dict) -> None:
 class DimodBackend(Backend):
     """Wraps a ``dimod.Sampler``: maps a `SolveRequest` to sampler keyword arguments.
 
-    Subclasses override `sampler_for` and `arguments`; this class passes the generic ones the
-    sampler declares in ``sampler.parameters`` (``num_reads``, ``seed``, ``num_sweeps``,
-    ``beta_range``; for ``thermal`` also ``beta``, and ``beta_range=[beta, beta]``) and treats it
-    as able to do both tasks (faithfulness is the user's claim).
+    Subclasses override `sampler_for` and `keywords`; this class passes the generic ones the
+    sampler declares in ``sampler.parameters`` (``num_reads``, ``num_sweeps``, ``beta_range``;
+    for ``thermal`` also ``beta``, and ``beta_range=[beta, beta]``, at beta = `THERMAL_BETA`),
+    and each call's ``seed`` to samplers that declare one, and treats it as able to do both tasks
+    (faithfulness is the user's claim).
     """
 
     default_batching = "per-row"
@@ -89,38 +101,50 @@ class DimodBackend(Backend):
             declared += [name for name in parameters if name not in declared]
         return tuple(declared)
 
-    def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
-        declared = getattr(self.sampler, "parameters", {}) or {}
-        if request.task == "thermal":  # a fixed inverse temperature, however it is spelled
-            beta_range = [request.beta, request.beta]
+    def keywords(self, request: SolveRequest) -> dict[str, Any]:
+        """The sampler's keyword arguments for ``request`` but the seed and ``backend_params``
+        (`settings` adds them)."""
+        declared = _declared(self.sampler_for(request.task))
+        thermal = request.task == "thermal"
+        if thermal:  # a fixed inverse temperature, however it is spelled
+            beta_range = [THERMAL_BETA, THERMAL_BETA]
         else:
             beta_range = list(request.beta_range) if request.beta_range else None
         candidates = {
             "num_reads": request.num_reads,
-            "seed": seed,
             "num_sweeps": request.num_sweeps,
             "beta_range": beta_range,
-            "beta": request.beta if request.task == "thermal" else None,
+            "beta": THERMAL_BETA if thermal else None,
         }
-        args = {k: v for k, v in candidates.items() if k in declared and v is not None}
-        args.update(request.params)
-        return args
+        return {k: v for k, v in candidates.items() if k in declared and v is not None}
+
+    def settings(self, request: SolveRequest) -> dict[str, Any]:
+        """``union``: solve a step as one disjoint union (``batching``, "auto" taking
+        ``default_batching``); ``seeded``: the sampler takes a ``seed``; ``keywords``: `keywords`
+        with ``backend_params`` over them."""
+        batching = request.batching if request.batching != "auto" else self.default_batching
+        return {"union": batching == "union",
+                "seeded": "seed" in _declared(self.sampler_for(request.task)),
+                "keywords": {**self.keywords(request), **request.params}}
 
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
-        batching = request.batching if request.batching != "auto" else self.default_batching
-        if batching == "union" and problems.batch_size > 1:
+        if request.settings["union"] and problems.batch_size > 1:
             return self._solve_union(problems, request)
         return self._solve_rows(problems, request)
 
     def run(self, bqm, request: SolveRequest, seed: int, keys: np.ndarray):
-        """One sampler call; returns the SampleSet (subclasses may post-process)."""
-        return self.sampler_for(request.task).sample(bqm, **self.arguments(request, seed))
+        """One sampler call with the resolved keywords and, where the sampler takes one,
+        ``seed`` (a ``seed`` in ``backend_params`` wins); returns the SampleSet (subclasses may
+        post-process)."""
+        settings = request.settings
+        seeded = {"seed": seed} if settings["seeded"] else {}
+        return self.sampler_for(request.task).sample(bqm, **{**seeded, **settings["keywords"]})
 
     def _solve_rows(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         batch, width = problems.batch_size, problems.width
         seeds = rng.seeds31(request.keys)
         reads: list[np.ndarray | None] = [None] * batch
-        failures = np.full(batch, None, dtype=object)
+        failures = Failures.none(batch)
         timing: dict[str, float] = {}
         seconds = 0.0
         for row in range(batch):  # the sampler API takes one BQM per call
@@ -128,12 +152,12 @@ class DimodBackend(Backend):
             start = time.perf_counter()
             try:
                 sampleset = self.run(bqm, request, int(seeds[row]), request.keys[row : row + 1])
-                reads[row] = _records(sampleset, np.arange(int(problems.sizes[row])))
-                _add_timing(timing, sampleset.info)
+                reads[row] = records(sampleset, np.arange(int(problems.sizes[row])))
+                add_timing(timing, sampleset.info)
             except ConfigError:
                 raise
             except Exception as exc:
-                failures[row] = f"{type(exc).__name__}: {exc}"
+                failures.mark_exception(row, exc)
             seconds += time.perf_counter() - start
         most = max((r.shape[0] for r in reads if r is not None), default=1)
         states = np.zeros((batch, most, width), dtype=np.int8)
@@ -146,30 +170,20 @@ class DimodBackend(Backend):
 
     def _solve_union(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         batch, width = problems.batch_size, problems.width
-        failures = np.full(batch, None, dtype=object)
         start = time.perf_counter()
         bqm = problems.union_bqm()
-        labels = np.flatnonzero(problems.variable_mask.ravel())
         seed = int(rng.seeds31(rng.combine(request.keys.sum(dtype=np.uint64), batch)[None])[0])
         timing: dict[str, float] = {}
         try:
             sampleset = self.run(bqm, request, seed, request.keys)
-            samples = _records(sampleset, labels)
-            _add_timing(timing, sampleset.info)
+            states = union_reads(sampleset, problems)
+            add_timing(timing, sampleset.info)
         except ConfigError:
             raise
         except Exception as exc:
-            failures[:] = f"{type(exc).__name__}: {exc}"
-            states = np.zeros((batch, 1, width), dtype=np.int8)
-            return SolveResult(states, np.zeros((batch, 1), bool), failures,
-                               time.perf_counter() - start, 1, timing)
-        reads = samples.shape[0]
-        states = np.zeros((batch * width, reads), dtype=np.int8)
-        states[labels] = samples.T
-        states = states.reshape(batch, width, reads).transpose(0, 2, 1)
-        seconds = time.perf_counter() - start
-        return SolveResult(np.ascontiguousarray(states), np.ones((batch, reads), bool), failures,
-                           seconds, 1, timing)
+            return SolveResult.from_error(batch, width, exc, time.perf_counter() - start, 1, timing)
+        return SolveResult(states, np.ones(states.shape[:2], bool), Failures.none(batch),
+                           time.perf_counter() - start, 1, timing)
 
 
 class NealBackend(DimodBackend):
@@ -184,7 +198,6 @@ class NealBackend(DimodBackend):
     name = "neal"
     tasks = ("ground", "thermal")
     default_batching = "union"
-    thermal_measured_k = 256  # boltzmann defaults measured faithful up to here
     probe = True
 
     def __init__(self) -> None:
@@ -192,19 +205,17 @@ class NealBackend(DimodBackend):
 
         super().__init__(SimulatedAnnealingSampler(), "neal")
 
-    def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
+    def keywords(self, request: SolveRequest) -> dict[str, Any]:
         args: dict[str, Any] = {
             "num_reads": request.num_reads,
             "num_sweeps": request.num_sweeps,
-            "seed": seed,
             "beta_schedule_type": request.beta_schedule,
         }
         if request.task == "thermal":
-            args["beta_range"] = [request.beta, request.beta]
+            args["beta_range"] = [THERMAL_BETA, THERMAL_BETA]
             args["proposal_acceptance_criteria"] = "Gibbs"
         else:
             args["beta_range"] = list(request.beta_range)
-        args.update(request.params)
         return args
 
 
@@ -223,15 +234,8 @@ class TabuBackend(DimodBackend):
     def default_num_reads(self, task: str) -> int | None:
         return 1  # tabu escapes local minima itself; restarts cost a full timeout each
 
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        return ("backend 'tabu' is a heuristic optimiser: with its default 1 ms per row it misses "
-                "near-tied ground states (about 8% of draws at K = 16, total variation 0.07 to "
-                "0.11 from the target), so gumbel/tabu is not faithful")
-
-    def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
-        args: dict[str, Any] = {"num_reads": request.num_reads, "seed": seed, "timeout": 1}
-        args.update(request.params)
-        return args
+    def keywords(self, request: SolveRequest) -> dict[str, Any]:
+        return {"num_reads": request.num_reads, "timeout": TABU_TIMEOUT_MS}
 
 
 class TreeBackend(DimodBackend):
@@ -259,21 +263,18 @@ class TreeBackend(DimodBackend):
     def sampler_for(self, task: str):
         return self.sampler if task == "thermal" else self.solver
 
-    def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
+    def keywords(self, request: SolveRequest) -> dict[str, Any]:
         if request.task == "ground":
-            args: dict[str, Any] = {"num_reads": request.num_reads}
-        else:
-            args = {"num_reads": request.num_reads, "beta": request.beta,
-                    "marginals": False, "seed": seed}
-        args.update(request.params)
-        return args
+            return {"num_reads": request.num_reads}
+        return {"num_reads": request.num_reads, "beta": THERMAL_BETA, "marginals": False}
 
 
 class ExactBackend(DimodBackend):
     """Exhaustive enumeration with ``dimod.ExactSolver`` (2^K states, so K <= 20).
 
     ``ground``: the lowest-energy state. ``thermal``: ``num_reads`` independent draws from the
-    enumerated Boltzmann distribution exp(-beta E) / Z, with qsample's counter-based generator.
+    enumerated Boltzmann distribution exp(-E) / Z (`THERMAL_BETA`), with qsample's counter-based
+    generator.
     """
 
     name = "exact"
@@ -289,18 +290,18 @@ class ExactBackend(DimodBackend):
     def default_num_reads(self, task: str) -> int | None:
         return 1 if task == "ground" else None
 
-    def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
-        return dict(request.params)
+    def keywords(self, request: SolveRequest) -> dict[str, Any]:
+        return {}
 
     def run(self, bqm, request: SolveRequest, seed: int, keys: np.ndarray):
         import dimod
 
-        sampleset = self.sampler.sample(bqm, **self.arguments(request, seed))
+        sampleset = super().run(bqm, request, seed, keys)  # every state, once
         energies = np.asarray(sampleset.record.energy, dtype=np.float64)
         if request.task == "ground":
             picks = np.argmin(energies)[None]
         else:
-            weights = np.exp(-request.beta * (energies - energies.min()))
+            weights = np.exp(-THERMAL_BETA * (energies - energies.min()))
             probs = np.broadcast_to(weights / weights.sum(), (request.num_reads, len(weights)))
             draw_keys = rng.combine(keys[0], np.arange(request.num_reads))
             picks = rng.categorical(draw_keys, np.ascontiguousarray(probs), rng.STREAM_THERMAL)
@@ -318,19 +319,17 @@ class SQABackend(DimodBackend):
 
     ``ground``: the longitudinal inverse temperature follows ``beta_range`` while the transverse
     field falls linearly from ``gamma`` (default 2) to 0, i.e. a quantum anneal.
-    ``thermal``: a fixed ``beta`` with a constant transverse field ``gamma`` (default 0.5): the
-    stationary distribution is that of the quantum model, not exp(-beta E), so ``boltzmann`` with
-    ``sqa`` is *not* faithful; the warning gives the measured distance, and `qsample calibrate`
-    measures it for your settings. ``backend_params={"gamma": ...}`` sets the field.
+    ``thermal``: beta = `THERMAL_BETA` with a constant transverse field ``gamma`` (default 0.5):
+    the stationary distribution is that of the quantum model, not exp(-E), so ``boltzmann`` with
+    ``sqa`` is *not* faithful; the warning gives the measured distance
+    (`qsample.backends.measured`), and `qsample calibrate` measures it for your settings.
+    ``backend_params={"gamma": ...}`` sets the field.
     """
 
     name = "sqa"
     tasks = ("ground", "thermal")
     default_batching = "union"
     gamma: ClassVar[dict[str, float]] = {"ground": 2.0, "thermal": 0.5}
-    measured: ClassVar[dict[str, str]] = {
-        "ground": "TV 0.019 (flat) and 0.006 (peaked) at K = 16, 5,000 draws: at the noise floor",
-        "thermal": "TV 0.049 at K = 16 on peaked logits (chi-square p = 1e-60), 0.022 on flat"}
     probe = True
 
     def __init__(self) -> None:
@@ -341,25 +340,18 @@ class SQABackend(DimodBackend):
     def allowed_params(self) -> tuple[str, ...] | None:
         return (*super().allowed_params(), "gamma")
 
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        return (f"backend 'sqa' (path-integral Monte Carlo with a transverse field) is a stand-in "
-                f"for quantum dynamics, not a calibrated sampler: measured {self.measured[task]} "
-                f"at default settings; check yours with 'qsample fidelity' or 'qsample calibrate'")
-
-    def arguments(self, request: SolveRequest, seed: int) -> dict[str, Any]:
-        params = dict(request.params)
-        gamma = float(params.pop("gamma", self.gamma[request.task]))
+    def keywords(self, request: SolveRequest) -> dict[str, Any]:
+        gamma = float(request.params.get("gamma", self.gamma[request.task]))
         sweeps = request.num_sweeps
+        betas = request.betas()
         if request.task == "thermal":
-            betas = np.full(sweeps, request.beta)
             fields = np.full(sweeps, gamma)
-        else:
-            hot, cold = request.beta_range
-            betas = (np.geomspace if request.beta_schedule == "geometric" else np.linspace)(
-                hot, cold, sweeps)
-            fields = gamma * np.linspace(1.0, 0.0, sweeps)
-        args: dict[str, Any] = {"num_reads": request.num_reads, "seed": seed,
-                                "Hp_field": betas, "Hd_field": betas * fields,
-                                "beta_schedule_type": "custom"}
-        args.update(params)
-        return args
+        else:  # the transverse field falls linearly to 0
+            fields = ramp(sweeps, "linear", gamma, 0.0)
+        return {"num_reads": request.num_reads, "Hp_field": betas, "Hd_field": betas * fields,
+                "beta_schedule_type": "custom"}
+
+    def settings(self, request: SolveRequest) -> dict[str, Any]:
+        settings = super().settings(request)
+        settings["keywords"].pop("gamma", None)  # qsample's own parameter, in Hd_field
+        return settings

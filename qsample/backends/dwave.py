@@ -35,8 +35,8 @@ import numpy as np
 from ..cache import EMBEDDING_FOLDER, cache_root, load_calibration, write_json
 from ..errors import ConfigError
 from ..problems import OneHotProblems
-from .base import Backend, SolveRequest, SolveResult
-from .dimod_backends import _add_timing, _records
+from .base import Backend, Failures, SolveRequest, SolveResult
+from .dimod_backends import add_timing, union_reads
 
 DEFAULT_BETA_QPU = 6.0  # Advantage, problem units (FACTS.md); `qsample calibrate` refines it
 MAX_K_PROPERTY = "qsample_max_k"  # a solver property: the largest clique its sampler can solve
@@ -47,6 +47,9 @@ DEFAULT_ANNEAL_US = 20.0  # default_annealing_time
 READOUT_US = 125.0  # readout per read, added to default_readout_thermalization
 DEFAULT_PROGRAMMING_THERMALIZATION_US = 1000.0
 PROGRAMMING_US = 14_000.0  # programming per call, added to the programming thermalization
+MICROSECONDS = 1e-6
+DEFAULT_H_RANGE = (-2.0, 2.0)  # a solver's h and J ranges when its properties do not say
+DEFAULT_J_RANGE = (-1.0, 1.0)
 
 
 def connect(solver: str | dict | None = None):
@@ -161,8 +164,8 @@ class DWaveBackend(Backend):
         props = self.sampler.properties
         self.max_size = max_size if max_size is not None else props.get(MAX_K_PROPERTY)
         self.solver_id = str(props.get("chip_id", type(self.sampler).__name__))
-        self.h_range = tuple(props.get("h_range", (-2.0, 2.0)))
-        self.j_range = tuple(props.get("j_range", (-1.0, 1.0)))
+        self.h_range = tuple(props.get("h_range", DEFAULT_H_RANGE))
+        self.j_range = tuple(props.get("j_range", DEFAULT_J_RANGE))
         self.packing = CliquePacking(self.sampler.to_networkx_graph(), self.solver_id,
                                      embedding_folder)
         self.beta_qpu = beta_qpu if beta_qpu is not None else self._calibrated_beta()
@@ -184,12 +187,25 @@ class DWaveBackend(Backend):
 
     # ---------------------------------------------------------------- solving
 
+    def settings(self, request: SolveRequest) -> dict[str, Any]:
+        """``beta_qpu``, ``chain_strength`` (None: uniform torque compensation of each call's
+        problem) and ``max_retries``, ``backend_params`` over the constructor's; ``sample``:
+        the QPU call's keyword arguments (auto-scaled for ``ground`` only)."""
+        params = dict(request.params)
+        return {
+            "beta_qpu": float(params.pop("beta_qpu", self.beta_qpu)),
+            "chain_strength": params.pop("chain_strength", self.chain_strength),
+            "max_retries": int(params.pop("max_retries", self.max_retries)),
+            "sample": {"num_reads": request.num_reads, "answer_mode": "raw",
+                       "auto_scale": request.task != "thermal", **params},
+        }
+
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         batch, width = problems.batch_size, problems.width
         slots = self.packing.cliques(width, batch)
         states = np.zeros((batch, request.num_reads, width), dtype=np.int8)
         read_mask = np.zeros((batch, request.num_reads), dtype=bool)
-        failures = np.full(batch, None, dtype=object)
+        failures = Failures.none(batch)
         timing: dict[str, float] = {"chains_broken": 0.0, "chains": 0.0}
         seconds, calls = 0.0, 0
         for start in range(0, batch, len(slots)):
@@ -200,13 +216,13 @@ class DWaveBackend(Backend):
                 got = min(reads.shape[1], request.num_reads)
                 states[rows, :got] = reads[:, :got]
                 read_mask[rows, :got] = True
-                _add_timing(timing, info)
+                add_timing(timing, info)
                 timing["chains_broken"] += broken
                 timing["chains"] += chains
             except ConfigError:
                 raise
             except Exception as exc:
-                failures[rows] = f"{type(exc).__name__}: {exc}"
+                failures.mark_exception(rows, exc)
             seconds += time.perf_counter() - begin
             calls += 1
         timing["chain_break_fraction"] = timing["chains_broken"] / max(timing["chains"], 1.0)
@@ -224,29 +240,22 @@ class DWaveBackend(Backend):
         embedding = {b * width + i: slots[b][i]
                      for b in range(len(rows)) for i in range(int(part.sizes[b]))}
         thermal = request.task == "thermal"
-        params = dict(request.params)
-        beta_qpu = float(params.pop("beta_qpu", self.beta_qpu))
-        chain_strength = params.pop("chain_strength", self.chain_strength)
-        max_retries = int(params.pop("max_retries", self.max_retries))
+        settings = request.settings
         if thermal:  # program E / beta_qpu so the QPU's beta_qpu acts as beta = 1 on E
             bqm = bqm.copy()
-            bqm.scale(self._thermal_scale(bqm, beta_qpu))
+            bqm.scale(self._thermal_scale(bqm, settings["beta_qpu"]))
+        chain_strength = settings["chain_strength"]
         if chain_strength is None:
             chain_strength = uniform_torque_compensation(bqm)
         if thermal:
             chain_strength = min(float(chain_strength), -self.j_range[0])
         target = embed_bqm(bqm, embedding, self.sampler.adjacency, chain_strength=chain_strength,
                            smear_vartype=dimod.SPIN)
-        kwargs = {"num_reads": request.num_reads, "answer_mode": "raw",
-                  "auto_scale": not thermal, **params}
-        response = self._with_retries(lambda: self.sampler.sample(target, **kwargs), max_retries)
+        response = self._with_retries(lambda: self.sampler.sample(target, **settings["sample"]),
+                                      settings["max_retries"])
         unembedded = unembed_sampleset(response, embedding, bqm,
                                        chain_break_method=majority_vote, chain_break_fraction=True)
-        labels = np.flatnonzero(part.variable_mask.ravel())
-        samples = _records(unembedded, labels)
-        reads = np.zeros((len(rows) * width, samples.shape[0]), dtype=np.int8)
-        reads[labels] = samples.T
-        reads = reads.reshape(len(rows), width, -1).transpose(0, 2, 1)
+        reads = union_reads(unembedded, part)
         fraction = np.asarray(unembedded.record.chain_break_fraction, dtype=np.float64)
         chains = len(embedding)
         return reads, response.info, float(fraction.sum() * chains), float(fraction.size * chains)
@@ -292,5 +301,5 @@ class DWaveBackend(Backend):
         per_call_us = programming + num_reads * (anneal + readout)
         calls = calls_per_step * steps
         return {"rows_per_call": float(per_call), "calls_per_step": float(calls_per_step),
-                "calls": float(calls), "qpu_access_seconds": calls * per_call_us / 1e6,
-                "qpu_access_seconds_per_call": per_call_us / 1e6}
+                "calls": float(calls), "qpu_access_seconds": calls * per_call_us * MICROSECONDS,
+                "qpu_access_seconds_per_call": per_call_us * MICROSECONDS}

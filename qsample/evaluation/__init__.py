@@ -1,6 +1,7 @@
 """A/B evaluation of annealer sampling against ordinary sampling (`qsample ab`).
 
-Data flow: config (arms, prompts, seeds) -> an engine generates every (arm, prompt, sample) with
-the same prompts and seeds -> per-sample records (text, token ids, per-step fidelity data,
-telemetry) -> metrics per sample -> paired statistics against the baseline arm -> report.
+Data flow: config (arms, prompts, seeds) -> an engine (`engine.Engine`, in the adapters)
+generates every (arm, prompt, sample) with the same prompts and seeds -> the runner scores each
+into a record (text, token ids, per-step fidelity data, telemetry) -> metrics per sample, TV
+from the engine's own re-sampler -> paired statistics against the baseline arm -> report.
 """

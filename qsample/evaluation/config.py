@@ -49,7 +49,7 @@ _SAMPLING_KEYS = {"temperature", "top_k", "top_p", "min_p"}
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: ``plain`` (transformers sampling) or ``qsample`` at ``config``'s settings."""
+    """One arm: ``plain`` (the engine's own sampling) or ``qsample`` at ``config``'s settings."""
 
     name: str
     kind: str

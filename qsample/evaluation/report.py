@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..cache import write_json, write_text
 from ..tools.stats import holm, paired_comparison
-from .config import ABConfig
+from .config import ABConfig, Arm
+from .engine import Resampler
 from .runner import tv_estimate
 from .textmetrics import distinct_n, is_correct, ks_uniform, self_bleu, seq_rep_n
 
@@ -19,6 +21,8 @@ ALPHA = 0.05
 # per-sample metrics (paired by prompt and sample) and per-prompt metrics (paired by prompt)
 SAMPLE_METRICS = ("mean_logprob", "seq_rep_4", "length", "accuracy", "mean_target_prob")
 PROMPT_METRICS = ("distinct_1", "distinct_2", "distinct_3", "self_bleu")
+#: MAUVE's clustering seed: any fixed value, so that a report's MAUVE scores are reproducible.
+MAUVE_SEED = 25
 
 
 def sample_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -34,10 +38,13 @@ def sample_metrics(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None,
-            featurize=None) -> dict[str, Any]:
+def compute(records: list[dict[str, Any]], config: ABConfig,
+            resampler: Callable[[Arm], Resampler] | None = None,
+            featurize: Callable[[Sequence[str]], Any] | None = None) -> dict[str, Any]:
     """Every metric per arm, and each arm's paired comparison with the baseline.
 
+    ``resampler`` (the engine's, `engine.Engine.resampler`) enables the TV estimate of the kept
+    steps (`runner.tv_estimate`).
     ``featurize(texts) -> [N, D]`` (the engine's model embedding of prompt + continuation)
     enables MAUVE of each arm against the baseline when the optional ``mauve-text`` package
     is installed (1: the two text distributions cannot be told apart by its clustering).
@@ -66,9 +73,9 @@ def compute(records: list[dict[str, Any]], config: ABConfig, make_sampler=None,
         tokens = sum(len(r["token_ids"]) for r in rows)
         seconds = sum(r["seconds"] for r in rows)
         tv = []
-        if make_sampler is not None and config.tv_draws:
+        if resampler is not None and config.tv_draws:
             for r in rows:
-                tv.extend(tv_estimate(r, arm, config.tv_draws, make_sampler))
+                tv.extend(tv_estimate(r, arm, config.tv_draws, resampler))
         means = {m: _nanmean([u[m] for u in units[arm.name].values()]) for m in SAMPLE_METRICS}
         means.update({m: _nanmean([u[m] for u in prompt_units[arm.name].values()])
                       for m in PROMPT_METRICS})
@@ -142,7 +149,7 @@ def _add_mauve(summary, by_arm, baseline: str, featurize) -> None:
             continue
         result = mauve.compute_mauve(p_features=reference,
                                      q_features=np.asarray(featurize(texts[name])),
-                                     verbose=False, seed=25)
+                                     verbose=False, seed=MAUVE_SEED)
         summary[name]["mauve_vs_baseline"] = float(result.mauve)
 
 
@@ -161,9 +168,10 @@ def _nanratio(parts, totals) -> float:
 
 def write_report(metrics: dict[str, Any], config: ABConfig, out: str | Path,
                  records: list[dict[str, Any]]) -> None:
+    """``metrics.json`` and ``report.md`` (each written atomically) and the plots, into ``out``."""
     out = Path(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    (out / "report.md").write_text(render(metrics, config))
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "report.md", render(metrics, config))
     plot(metrics, records, out)
 
 

@@ -2,8 +2,8 @@
 
 Each (arm, prompt, sample) becomes one JSON line of ``samples.jsonl`` in the output folder, the
 arms interleaved per (prompt, sample); a rerun with the same folder skips the lines already
-there. Sample s of prompt p uses the seed
-hash(seed, p, s) in every arm, so the arms are paired.
+there. Sample s of prompt p uses the seed hash(seed, p, s) in every arm, so the arms are paired.
+The engine generates (`engine.Engine`); the runner scores each generation (`score_steps`).
 """
 
 from __future__ import annotations
@@ -12,28 +12,32 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import rng
-from ..candidates import select_candidates
+from ..candidates import CandidateBlock, select_candidates
+from ..tools.fidelity import candidate_ranks
+from ..tools.stats import counts_of, total_variation, tv_noise_floor
 from .config import ABConfig, Arm
+from .engine import Engine, Generation, Resampler
 from .prompts import Prompt, load_prompts
 from .textmetrics import pit
 
 
-class Engine(Protocol):
-    """Generates one continuation; see `plugins.transformers.ab_engine.TransformersEngine`."""
-
-    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int,
-                 keep_steps: int) -> dict[str, Any]: ...
-
-
 def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """The seed of (prompt, sample), shared by every arm."""
-    return int(rng.combine(seed, prompt_index, sample_index) >> np.uint64(33))
+    return int(rng.combine(seed, prompt_index, sample_index) >> np.uint64(33))  # top 31 bits
+
+
+def arm_target(logits: torch.Tensor, arm: Arm) -> CandidateBlock:
+    """The arm's candidates of each logits row [N, V], sorted by their target probability
+    softmax(l / T_target) (``target_probs``), at the arm's top-k / top-p / min-p."""
+    cfg = arm.config
+    return select_candidates(logits, temperature=arm.target_temperature, top_k=cfg.top_k,
+                             top_p=cfg.top_p, min_p=cfg.min_p)
 
 
 def score_steps(raw_logits: torch.Tensor, chosen: torch.Tensor, arm: Arm, seed: int,
@@ -48,35 +52,37 @@ def score_steps(raw_logits: torch.Tensor, chosen: torch.Tensor, arm: Arm, seed: 
     top-k logits, e.g. vLLM's logprobs). The first ``keep_steps`` steps also keep the top-k
     logits, so that the step can be re-sampled later for an exact total-variation estimate.
     """
-    cfg = arm.config
     logits = raw_logits.float()
-    block = select_candidates(logits, temperature=arm.target_temperature, top_k=cfg.top_k,
-                              top_p=cfg.top_p, min_p=cfg.min_p)
+    block = arm_target(logits, arm)
     probs = block.target_probs()
     ids = chosen.cpu().numpy()
+    ranks = candidate_ranks(block.token_ids, ids)
     logprob = torch.log_softmax(logits, dim=1).gather(1, chosen[:, None].to(logits.device))
-    u = rng.uniform(rng.combine(seed, np.arange(len(ids), dtype=np.uint64)), 99, 1)[:, 0]
-    ranks, target, pits = [], [], []
-    for t, token in enumerate(ids):  # T is at most max_new_tokens: small, host-side
-        where = np.flatnonzero(block.token_ids[t] == token)
-        if where.size == 0:
-            ranks.append(-1)
-            target.append(0.0)
-            pits.append(float("nan"))
-            continue
-        r = int(where[0])
-        ranks.append(r)
-        target.append(float(probs[t, r]))
-        pits.append(pit(probs[t], r, float(u[t])))
+    u = rng.uniform(rng.combine(seed, np.arange(len(ids), dtype=np.uint64)), rng.STREAM_PIT,
+                    1)[:, 0]
+    target = [float(probs[t, r]) if r >= 0 else 0.0 for t, r in enumerate(ranks)]
+    pits = [pit(probs[t], r, float(u[t])) if r >= 0 else float("nan")
+            for t, r in enumerate(ranks)]
     kept = []
-    k = min(cfg.top_k, logits.shape[1])
+    k = min(arm.config.top_k, logits.shape[1])
     for t in range(min(keep_steps, len(ids))):
         values, index = torch.topk(logits[t], k)
         kept.append({"vocab": int(logits.shape[1]), "ids": index.tolist(),
                      "values": [round(v, 6) for v in values.tolist()]})
-    return {"rank": ranks, "target_prob": target, "pit": pits,
+    return {"rank": ranks.tolist(), "target_prob": target, "pit": pits,
             "logprob": chosen_logprob if chosen_logprob is not None
             else logprob[:, 0].cpu().tolist(), "tv_logits": kept}
+
+
+def sample_record(generation: Generation, arm: Arm, seed: int, keep_steps: int = 0
+                  ) -> dict[str, Any]:
+    """The record of one generation: its text, tokens and time, the fidelity data of its steps
+    (`score_steps`) and the engine's own fields."""
+    chosen = torch.as_tensor(generation.token_ids, dtype=torch.long)
+    return {"text": generation.text, "token_ids": list(generation.token_ids),
+            "seconds": generation.seconds,
+            **score_steps(generation.logits, chosen, arm, seed, keep_steps, generation.logprob),
+            **generation.record}
 
 
 def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool = True,
@@ -100,7 +106,8 @@ def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool 
             prompt: Prompt = prompts[p]
             seed = sample_seed(config.seed, p, s)
             keep = config.tv_steps if (p < config.tv_prompts and s == 0) else 0
-            record = engine.generate(prompt.text, arm, seed, config.max_new_tokens, keep)
+            generation = engine.generate(prompt.text, arm, seed, config.max_new_tokens)
+            record = sample_record(generation, arm, seed, keep)
             record.update({"arm": arm.name, "prompt_index": p, "sample": s, "seed": seed,
                            "prompt": prompt.text, "answer": prompt.answer, "kind": prompt.kind})
             sink.write(json.dumps(record, allow_nan=True) + "\n")
@@ -138,31 +145,23 @@ def _progress(total: int, enabled: bool):
         return _Null()
 
 
-def tv_estimate(record: dict[str, Any], arm: Arm, draws: int, make_sampler
-                ) -> list[tuple[float, float]]:
+def tv_estimate(record: dict[str, Any], arm: Arm, draws: int,
+                resampler: Callable[[Arm], Resampler]) -> list[tuple[float, float]]:
     """(TV, noise floor) of the arm at each of the record's kept steps: re-sample the step
-    ``draws`` times and compare with its target; the floor is the TV a faithful sampler would
-    show, about 1/2 sum_i sqrt(2 p_i (1 - p_i) / (pi draws)). ``make_sampler(arm)`` returns a
-    function logits [N, V] -> token ids [N]."""
-    sample = make_sampler(arm)
+    ``draws`` times with ``resampler(arm)`` (the engine's own mechanism) and compare with its
+    target (`arm_target`); tokens outside the candidates count in full. The floor is the TV a
+    faithful sampler would show (`tools.stats.tv_noise_floor`)."""
+    sample = resampler(arm)
     out = []
     for step in record.get("tv_logits") or []:
         row = torch.full((step["vocab"],), -math.inf)
         row[torch.tensor(step["ids"])] = torch.tensor(step["values"])
-        cfg = arm.config
-        block = select_candidates(row[None], temperature=arm.target_temperature,
-                                  top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p)
+        block = arm_target(row[None], arm)
         target = block.target_probs()[0]
         tokens = sample(row[None].expand(draws, -1)).cpu().numpy()
-        position = {int(t): i for i, t in enumerate(block.token_ids[0]) if t >= 0}
-        counts = np.zeros(len(target))
-        outside = 0
-        for token in tokens:
-            if int(token) in position:
-                counts[position[int(token)]] += 1
-            else:
-                outside += 1
-        tv = 0.5 * (np.abs(counts / draws - target).sum() + outside / draws)
-        floor = 0.5 * np.sqrt(2 * target * (1 - target) / (np.pi * draws)).sum()
-        out.append((float(tv), float(floor)))
+        ranks = candidate_ranks(block.token_ids[0], tokens)
+        k = len(target)
+        counts = counts_of(np.where(ranks < 0, k, ranks), k + 1)  # bin k: outside the candidates
+        out.append((total_variation(counts, np.append(target, 0.0)),
+                    tv_noise_floor(target, draws)))
     return out

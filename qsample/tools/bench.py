@@ -8,7 +8,6 @@ medians over repeats and the ratio qsample / floor; writes everything as JSON.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -20,10 +19,12 @@ from typing import Any
 
 import torch
 
+from .. import cache
 from ..config import SamplerConfig
 from ..errors import ConfigError
 from ..sampler import QuantumSampler
 
+MS_PER_S = 1e3  # milliseconds per second: `timed_median` reports milliseconds
 DEFAULT_COMBOS = (("gumbel", "batched-sa"), ("boltzmann", "batched-sa"), ("gumbel", "neal"),
                   ("boltzmann", "neal"), ("gumbel", "tabu"),
                   ("gumbel", "tree"), ("boltzmann", "tree"))
@@ -64,7 +65,7 @@ def timed_median(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((time.perf_counter() - start) * MS_PER_S)
     return statistics.median(times), result
 
 
@@ -131,8 +132,7 @@ def write_report(path: str | Path, benchmark: str, rows: Sequence[dict[str, Any]
         **meta,
         "rows": list(rows),
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2))
+    cache.write_json(path, payload)
 
 
 def write_json(rows: Sequence[BenchRow], path: str | Path, **meta: Any) -> None:

@@ -44,6 +44,16 @@ def reference_logits(shape: str, k: int, vocab: int | None = None, seed: int = 0
     return torch.tensor(values, dtype=torch.float32)
 
 
+def candidate_ranks(candidate_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Rank of each token among its candidates (0 = most likely), -1 outside them.
+
+    ``candidate_ids``: one row [K] shared by every token, or a row per token [N, K] (ids sorted
+    by probability, -1 past the row's candidates); ``tokens``: [N].
+    """
+    match = np.asarray(candidate_ids) == np.asarray(tokens, dtype=np.int64)[:, None]
+    return np.where(match.any(axis=1), match.argmax(axis=1), -1)
+
+
 @dataclass
 class FidelityResult:
     """Counts per candidate rank, the exact target, the fit and the sampler's summary.
@@ -75,8 +85,6 @@ def measure(config: SamplerConfig, logits: torch.Tensor, draws: int = 20_000,
                               top_p=config.top_p, min_p=config.min_p)
     k = int(block.sizes[0])
     target = block.target_probs()[0, :k]
-    rank_of = np.full(logits.shape[0], -1, dtype=np.int64)
-    rank_of[block.token_ids[0, :k]] = np.arange(k)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sampler = QuantumSampler(config)
@@ -86,7 +94,7 @@ def measure(config: SamplerConfig, logits: torch.Tensor, draws: int = 20_000,
     for done in range(0, draws, batch.shape[0]):
         tokens.append(sampler.sample(batch[: min(batch.shape[0], draws - done)]).cpu().numpy())
     seconds = time.perf_counter() - start
-    ranks = rank_of[np.concatenate(tokens)]
+    ranks = candidate_ranks(block.token_ids[0, :k], np.concatenate(tokens))
     if (ranks < 0).any():
         raise AssertionError("the sampler returned tokens outside the candidate set")
     counts = counts_of(ranks, k)

@@ -32,6 +32,14 @@ def total_variation(counts: np.ndarray, probs: np.ndarray) -> float:
     return 0.5 * float(np.abs(counts / counts.sum() - np.asarray(probs, np.float64)).sum())
 
 
+def tv_noise_floor(probs: np.ndarray, draws: int) -> float:
+    """Expected TV of ``draws`` faithful draws from ``probs``: the binomial count n_i has
+    E|n_i - N p_i| ~ sqrt(2 N p_i (1 - p_i) / pi), so E[TV] ~ 1/2 sum_i sqrt(2 p_i (1 - p_i) /
+    (pi N))."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return 0.5 * float(np.sqrt(2 * probs * (1 - probs) / (np.pi * draws)).sum())
+
+
 def chi_square(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> FitResult:
     """Pearson chi-square test of observed counts against probabilities.
 

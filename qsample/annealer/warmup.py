@@ -1,0 +1,40 @@
+"""Compile (first run) or load (later runs) every CPU kernel of the batched annealer.
+
+numba compiles a kernel the first time it is called with a given signature and keeps the machine
+code in its on-disk cache (``cache=True``: ``__pycache__`` next to ``qsample/annealer/cpu.py``,
+or ``$NUMBA_CACHE_DIR``). `warm_up` makes those first calls on tiny problems, one per kernel
+variant the samplers use (one-hot and dense model x Metropolis/Gibbs x sequential/random order,
+and the best-read reduction), so that set-up pays the compilation once (``qsample warm-up``,
+run by ``scripts/setup.sh``) and a new process only loads the cached code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from .core import ACCEPTANCE, ORDERS, anneal_dense, anneal_onehot
+
+WARM_UP_K = 2  # two variables per problem: the smallest problem every kernel accepts
+WARM_UP_READS = 2  # two reads, so that the best-read reduction runs too
+WARM_UP_BETAS = np.array([0.5, 1.0])
+
+
+def warm_up() -> dict[str, float]:
+    """Run every CPU kernel variant once; seconds per variant (compile or cache load)."""
+    weights = np.array([[0.0, 1.0]])
+    linear = np.array([[0.0, -1.0]])
+    quadratic = np.array([[[0.0, 2.0], [2.0, 0.0]]])
+    seconds: dict[str, float] = {}
+    for acceptance, order in itertools.product(ACCEPTANCE, ORDERS):
+        common = {"betas": WARM_UP_BETAS, "num_reads": WARM_UP_READS, "seed": 0,
+                  "acceptance": acceptance, "order": order, "keep_best": True}
+        start = time.perf_counter()
+        anneal_onehot(weights, 1.0, **common)
+        seconds[f"onehot/{acceptance}/{order}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        anneal_dense(linear, quadratic, **common)
+        seconds[f"dense/{acceptance}/{order}"] = time.perf_counter() - start
+    return seconds
