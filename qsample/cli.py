@@ -144,7 +144,6 @@ def _dry_run(config, max_new_tokens: int) -> int:
 
     backend = make_backend(config.backend)
     request = resolve_request(config, backend)
-    backend.check(request, config.top_k)
     reads = request.num_reads
     print(f"qsample dry run: {max_new_tokens} decoding steps x 1 row, {config.mode}/"
           f"{backend.name}, top_k={config.top_k}, {reads} reads per row")

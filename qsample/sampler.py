@@ -43,11 +43,14 @@ from .telemetry import StepTelemetry, TelemetryLog
 
 def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
     """The step request a config implies on ``backend``, with the mode's and the backend's
-    defaults filled in and the backend's `Backend.settings` resolved (keys empty: each step
-    sets its own). Resolved once per sampler: steps change nothing else.
+    defaults filled in, checked (`Backend.check`: task, K, ``backend_params`` keys; K is not
+    checked at ``temperature=0``, which builds no problem) and the backend's `Backend.settings`
+    resolved (keys empty: each step sets its own). Resolved once per sampler: steps change
+    nothing else.
 
     Raises:
-        ConfigError: on ``backend_params``, for a value the backend's settings cannot use.
+        ConfigError: what the backend cannot run, or a ``backend_params`` value its settings
+            cannot use.
     """
     mode = MODES[config.mode]
     defaults = mode.defaults
@@ -62,6 +65,7 @@ def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
         batching=config.batching,
         params=config.backend_params,
     )
+    backend.check(request, None if config.temperature == 0 else config.top_k)
     try:
         settings = backend.settings(request)
     except ConfigError:
@@ -121,9 +125,7 @@ class QuantumSampler:
         self.backend: Backend = make_backend(self.config.backend)
         self.request = resolve_request(self.config, self.backend)
         self.penalty = self.config.penalty or self.mode.defaults.penalty
-        greedy = self.config.temperature == 0
-        self.backend.check(self.request, None if greedy else self.config.top_k)
-        if self.backend.probe and not greedy:
+        if self.backend.probe and self.config.temperature != 0:
             self._probe()
         note = self.backend.fidelity_warning(self.mode.task, self.config.top_k)
         if note:

@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qsample.tools.bench import timed_median, write_report
+from qsample.tools.bench import MS_PER_S, timed_median, write_report
 
 from ..transformers.benchmark import PROMPTS
 
-MILLISECONDS = 1e-3
 #: Share of the requests that opt in, in the ``mixed`` arms.
 MIXED_SHARE = 0.5
 
@@ -53,7 +52,7 @@ def run_vllm_bench(model: str, *, batches: Sequence[int] = (8, 32),
             sampler.append(sampler_seconds() - before)
 
         median_ms, _ = timed_median(generate, repeats)
-        return median_ms * MILLISECONDS, statistics.mean(sampler[1:])
+        return median_ms / MS_PER_S, statistics.mean(sampler[1:])
 
     rows: list[dict[str, Any]] = []
     for batch in batches:

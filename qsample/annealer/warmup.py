@@ -17,24 +17,23 @@ import numpy as np
 
 from .core import ACCEPTANCE, ORDERS, anneal_dense, anneal_onehot
 
-WARM_UP_K = 2  # two variables per problem: the smallest problem every kernel accepts
 WARM_UP_READS = 2  # two reads, so that the best-read reduction runs too
 WARM_UP_BETAS = np.array([0.5, 1.0])
 
 
 def warm_up() -> dict[str, float]:
-    """Run every CPU kernel variant once; seconds per variant (compile or cache load)."""
-    weights = np.array([[0.0, 1.0]])
-    linear = np.array([[0.0, -1.0]])
-    quadratic = np.array([[[0.0, 2.0], [2.0, 0.0]]])
+    """Run every CPU kernel variant once on a two-variable problem (the smallest each model
+    accepts); seconds per variant (compile or cache load)."""
+    models = {
+        "onehot": lambda **kw: anneal_onehot(np.array([[0.0, 1.0]]), 1.0, **kw),
+        "dense": lambda **kw: anneal_dense(np.array([[0.0, -1.0]]),
+                                           np.array([[[0.0, 2.0], [2.0, 0.0]]]), **kw),
+    }
     seconds: dict[str, float] = {}
     for acceptance, order in itertools.product(ACCEPTANCE, ORDERS):
-        common = {"betas": WARM_UP_BETAS, "num_reads": WARM_UP_READS, "seed": 0,
-                  "acceptance": acceptance, "order": order, "keep_best": True}
-        start = time.perf_counter()
-        anneal_onehot(weights, 1.0, **common)
-        seconds[f"onehot/{acceptance}/{order}"] = time.perf_counter() - start
-        start = time.perf_counter()
-        anneal_dense(linear, quadratic, **common)
-        seconds[f"dense/{acceptance}/{order}"] = time.perf_counter() - start
+        for model, run in models.items():
+            start = time.perf_counter()
+            run(betas=WARM_UP_BETAS, num_reads=WARM_UP_READS, seed=0, acceptance=acceptance,
+                order=order, keep_best=True)
+            seconds[f"{model}/{acceptance}/{order}"] = time.perf_counter() - start
     return seconds

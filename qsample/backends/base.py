@@ -187,8 +187,9 @@ class Backend(ABC):
     def check(self, request: SolveRequest, top_k: int | None) -> None:
         """Refuse, with a `ConfigError` naming the field, what this backend cannot run: a task it
         cannot do, more than ``max_size`` candidates (``top_k`` None: greedy, no problem is
-        built) or ``backend_params`` keys outside ``params`` (`allowed_params`). Called once,
-        when a sampler is built; `probe` then tries the values on a tiny problem."""
+        built) or ``backend_params`` keys outside ``params`` (`allowed_params`). Called once per
+        sampler, by ``qsample.sampler.resolve_request``; `probe` then tries the values on a
+        tiny problem."""
         if request.task not in self.tasks:
             raise ConfigError("backend", self.name,
                               f"a backend that can do '{request.task}' sampling "
