@@ -51,6 +51,10 @@ class CandidateBlock:
     def width(self) -> int:
         return int(self.logits.shape[1])
 
+    def take(self, rows: np.ndarray) -> CandidateBlock:
+        """The block of ``rows`` (an index array; rows may repeat)."""
+        return CandidateBlock(self.logits[rows], self.token_ids[rows], self.sizes[rows])
+
     def target_probs(self) -> np.ndarray:
         """p [B, K]: softmax of the tempered logits over each row's candidates (0 past sizes)."""
         shifted = self.logits - self.logits[:, :1]
@@ -92,8 +96,13 @@ def select_candidates(
     top_k: int,
     top_p: float = 1.0,
     min_p: float = 0.0,
+    min_keep: np.ndarray | None = None,
 ) -> CandidateBlock:
     """Filter and sort candidates on the logits' device, then copy the block to the host once.
+
+    ``min_keep`` (int [B], optional): top-p and min-p leave row b at least min_keep[b] of its
+    top-k finite candidates (as transformers' ``min_tokens_to_keep``; distinct siblings need
+    one candidate each).
 
     Raises:
         LogitsError: NaN rows, or rows with no finite logit (all -inf), naming the rows.
@@ -122,6 +131,10 @@ def select_candidates(
             keep &= mass_before < top_p
         if min_p > 0.0:
             keep &= probs >= min_p * probs[:, :1]
+        if min_keep is not None:
+            floor = torch.as_tensor(min_keep, device=values.device)[:, None]
+            rank = torch.arange(k, device=values.device)[None, :]
+            keep |= (rank < floor) & torch.isfinite(values)
     values = values.masked_fill(~keep, float("-inf"))
 
     if logits.shape[1] < _MAX_EXACT_FLOAT32_ID:

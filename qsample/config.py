@@ -24,6 +24,22 @@ MODES = ("gumbel", "boltzmann")
 FALLBACKS = ("exact", "error")
 BATCHING = ("auto", "per-row", "union")
 SCHEDULES = ("geometric", "linear")
+COUPLING_SCOPES = ("prefix", "always")
+DISTINCT = ("inf", "distinct")  # spellings of coupling = inf: siblings take distinct tokens
+
+
+def _as_coupling(value: Any, mode: str) -> float:
+    """lambda >= 0 as a float, ``math.inf`` for "inf" or "distinct"; mode ``gumbel`` takes only
+    0 or inf (its ground state samples no other coupled target)."""
+    allowed = ("0 or 'distinct' in mode 'gumbel' (perturb-and-MAP samples no finite coupling; "
+               "use mode 'boltzmann')" if mode == "gumbel"
+               else "a number >= 0, 'inf' or 'distinct'")
+    if isinstance(value, str) and value.strip().lower() in DISTINCT:
+        return math.inf
+    number = _as_float("coupling", value, allowed, lambda x: x >= 0)  # nan fails the test
+    if mode == "gumbel" and 0 < number < math.inf:
+        raise ConfigError("coupling", value, allowed)
+    return number
 
 
 def _as_int(name: str, value: Any, minimum: int) -> int:
@@ -106,6 +122,16 @@ class SamplerConfig:
         batching: how a dimod backend receives the rows of a step: ``"per-row"`` (one call each),
             ``"union"`` (one call on the disjoint union), ``"auto"`` (the backend's choice).
         backend_params: extra keyword arguments passed to the backend's ``sample`` call.
+        coupling: lambda >= 0 between sibling rows (`QuantumSampler.sample`'s ``groups``): the
+            joint target is prod_r p_r(x_r) exp(-lambda * number of sibling pairs on one token).
+            0 (default): independent rows. ``"distinct"`` (or ``"inf"``): siblings take
+            distinct tokens; in mode ``gumbel`` an exact ordered sample without replacement
+            (Gumbel-top-k) from the group's first row's distribution, which takes no finite
+            lambda.
+        coupling_scope: which siblings adapters couple: ``"prefix"`` (default), only those whose
+            generated prefixes are identical (a shared token then means a duplicated sequence);
+            ``"always"``, all of them at every step (not with gumbel's ``"distinct"``, which
+            needs the siblings' distributions to be the same).
     """
 
     mode: str = "gumbel"
@@ -123,6 +149,8 @@ class SamplerConfig:
     fallback: str = "exact"
     batching: str = "auto"
     backend_params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    coupling: float | str = 0.0
+    coupling_scope: str = "prefix"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -172,6 +200,12 @@ class SamplerConfig:
             raise ConfigError("backend_params", self.backend_params,
                               "a mapping of keyword arguments")
         put("backend_params", dict(self.backend_params))
+        put("coupling", _as_coupling(self.coupling, self.mode))
+        put("coupling_scope", _as_choice("coupling_scope", self.coupling_scope, COUPLING_SCOPES))
+        if self.mode == "gumbel" and self.coupling == math.inf and self.coupling_scope != "prefix":
+            raise ConfigError("coupling_scope", self.coupling_scope,
+                              "'prefix' with mode 'gumbel' and coupling 'distinct' (Gumbel-top-k "
+                              "needs siblings with one distribution; use mode 'boltzmann')")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -199,6 +233,8 @@ class SamplerConfig:
         out["backend"] = self.backend_name
         if self.beta_range is not None:
             out["beta_range"] = list(self.beta_range)
+        if self.coupling == math.inf:  # JSON has no infinity
+            out["coupling"] = "distinct"
         return out
 
     @property

@@ -17,6 +17,24 @@ mixed. Centring by the log-sum-exp fixes the weight of invalid states relative t
 (empty: e^-A, two-hot: about e^-A / 2), so A alone sets both the reject rate and, through detailed
 balance, the rate of moves between one-hot states: a small A mixes in few sweeps at the cost of
 more rejected reads.
+
+Coupled siblings (`qsample.coupling`: groups of rows, coupling lambda) add lambda for every
+pair of a group's rows on one token (`qsample.problems.SiblingCoupling`):
+
+``boltzmann``: each row keeps its own weights; restricted to one-hot states exp(-E) is then
+prod_r p_r(x_r) exp(-lambda * pairs), the coupled target. For lambda = inf the anneal uses
+lambda = A and reads with a collision are rejected like non-one-hot reads: on the distinct
+states that remain the coupling energy is 0, so the accepted reads follow prod_r p_r restricted
+to distinct tokens.
+
+``gumbel`` with lambda = inf (``"distinct"``): the rows of a group share their first row's
+candidates and perturbed weights w (one Gumbel draw, keyed by the first row). With
+A = lambda = A_0 + max(0, -w_(n)) (w_(n) the n-th largest weight of a group of n rows) every
+ground state puts the rows one-hot on the n largest perturbed candidates: an empty row costs A
+more than any of them, and a collision costs lambda more than moving a colliding row to an
+unused one of the n. That set is Gumbel-top-k, an exact sample without replacement (Kool, van
+Hoof and Welling 2019); the sampler hands it to the rows in decreasing w (`coupling.in_order`),
+so row j of a group holds the j-th draw of the ordered sample.
 """
 
 from __future__ import annotations
@@ -26,9 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import rng
+from . import coupling, rng
 from .candidates import CandidateBlock
-from .problems import OneHotProblems
+from .problems import OneHotProblems, SiblingCoupling
 
 
 @dataclass(frozen=True)
@@ -52,17 +70,50 @@ class Mode(ABC):
     def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
         """w [B, K] (-inf past each row's size)."""
 
-    def encode(self, block: CandidateBlock, keys: np.ndarray, penalty: float) -> OneHotProblems:
-        return OneHotProblems(
-            weights=self.weights(block, keys),
-            penalty=np.full(block.batch_size, float(penalty)),
-            sizes=block.sizes,
-        )
+    def encode(self, block: CandidateBlock, keys: np.ndarray, penalty: float,
+               groups: np.ndarray | None = None, strength: float = 0.0) -> OneHotProblems:
+        """The step's problems; with ``groups`` (numbered 0..G-1, -1: none) rows of a group
+        are coupled by ``strength`` (the config's coupling, inf for distinct)."""
+        weights = self.weights(block, keys)
+        penalties = np.full(block.batch_size, float(penalty))
+        if groups is None:
+            return OneHotProblems(weights, penalties, block.sizes)
+        lam = self.group_strength(weights, groups, strength, float(penalty))
+        member = groups >= 0
+        if np.isinf(strength):  # the penalty must keep up with the coupling (class docstring)
+            penalties[member] = np.maximum(penalties[member], lam[groups[member]])
+        siblings = SiblingCoupling.from_tokens(groups, block.token_ids, block.sizes, lam)
+        return OneHotProblems(weights, penalties, block.sizes, siblings)
+
+    def group_strength(self, weights: np.ndarray, groups: np.ndarray, strength: float,
+                       penalty: float) -> np.ndarray:
+        """lambda_g [G] the anneal uses (`coupling.annealed_strength`)."""
+        return np.full(int(groups.max(initial=-1)) + 1,
+                       coupling.annealed_strength(strength, penalty))
 
     @abstractmethod
     def choose(self, energies: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Index of the read to keep per row, given energies [B, R] and valid [B, R] (rows with
-        no valid read are handled by the caller)."""
+        """Index of the read to keep per row (or group), given energies [B, R] and valid
+        [B, R] (rows with no valid read are handled by the caller)."""
+
+    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray
+               ) -> tuple[CandidateBlock, np.ndarray]:
+        """The candidates and noise keys each row of a group is encoded with: its own."""
+        return block, keys
+
+    def arrange(self, choice: np.ndarray, problems: OneHotProblems, groups: np.ndarray
+                ) -> np.ndarray:
+        """The chosen candidate of each row once a group's joint read is chosen: as read."""
+        return choice
+
+    def draw(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None,
+             strength: float) -> np.ndarray:
+        """A classical draw of the target, one candidate index per row (the fallback ``exact``):
+        rows in no group from p_r, groups from the coupled target (`coupling.sample_joint`)."""
+        if groups is None:
+            return rng.categorical(keys, block.target_probs())
+        return coupling.sample_joint(block.target_probs(), block.token_ids, groups, strength,
+                                     keys)[0]
 
 
 class GumbelMode(Mode):
@@ -76,6 +127,39 @@ class GumbelMode(Mode):
 
     def choose(self, energies: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.argmin(np.where(valid, energies, np.inf), axis=1)
+
+    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray
+               ) -> tuple[CandidateBlock, np.ndarray]:
+        """The first row's candidates and noise key for every row of a group."""
+        first = coupling.leaders(groups)
+        return block.take(first), keys[first]
+
+    def arrange(self, choice: np.ndarray, problems: OneHotProblems, groups: np.ndarray
+                ) -> np.ndarray:
+        """The Gumbel-top-k set in decreasing perturbed weight over the group's rows."""
+        return coupling.in_order(choice, problems.weights, groups)
+
+    def draw(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None,
+             strength: float) -> np.ndarray:
+        """As `Mode.draw`, but a distinct group takes the n largest perturbed weights of its
+        shared candidates in order: the ground state itself, found by sorting."""
+        choice = rng.categorical(keys, block.target_probs())
+        if groups is None:
+            return choice
+        order = np.argsort(-self.weights(block, keys), axis=1, kind="stable")
+        member = np.flatnonzero(groups >= 0)
+        choice[member] = order[member, coupling.positions(groups)[member]]
+        return choice
+
+    def group_strength(self, weights: np.ndarray, groups: np.ndarray, strength: float,
+                       penalty: float) -> np.ndarray:
+        """lambda_g = A_0 + max(0, -w_(n)) per group of n rows (module docstring)."""
+        member = np.flatnonzero(groups >= 0)
+        n = coupling.sizes(groups)[member]
+        nth = -np.sort(-weights[member], axis=1)[np.arange(member.size), n - 1]
+        out = np.full(int(groups.max(initial=-1)) + 1, penalty)
+        np.maximum.at(out, groups[member], penalty + np.maximum(0.0, -nth))
+        return out
 
 
 class BoltzmannMode(Mode):

@@ -30,6 +30,7 @@ STREAM_GUMBEL = 1
 STREAM_FALLBACK = 2
 STREAM_BACKEND_SEED = 3
 STREAM_THERMAL = 4
+STREAM_JOINT = 5  # the classical draw of a coupled group (qsample.coupling)
 STREAM_PIT = 99  # the A/B harness's randomised PIT (qsample.evaluation)
 
 

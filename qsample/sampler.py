@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import rng
+from . import coupling, rng
 from .backends import (
     Backend,
     FailureKind,
@@ -64,6 +64,7 @@ def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
         keys=np.empty(0, dtype=np.uint64),
         batching=config.batching,
         params=config.backend_params,
+        coupling=config.coupling,
     )
     backend.check(request, None if config.temperature == 0 else config.top_k)
     try:
@@ -82,20 +83,62 @@ def _unusable_params(config: SamplerConfig, backend: Backend, failure: str) -> C
 
 
 def sample_target(logits: torch.Tensor, config: SamplerConfig,
-                  row_seeds: Sequence[int] | np.ndarray) -> torch.Tensor:
+                  row_seeds: Sequence[int] | np.ndarray, groups: Any = None) -> torch.Tensor:
     """The fallback ``"exact"`` without a backend: a classical draw from ``config``'s target
-    p = softmax(l / T) over the candidates, keyed exactly as
-    ``QuantumSampler(config).sample(logits, row_seeds=row_seeds)`` keys its own fallback rows,
-    so an adapter whose sampler failed still returns reproducible tokens."""
+    p = softmax(l / T) over the candidates (the coupled target for ``groups``), keyed exactly as
+    ``QuantumSampler(config).sample(logits, row_seeds=row_seeds, groups=groups)`` keys its own
+    fallback rows, so an adapter whose sampler failed still returns reproducible tokens."""
     check_logits(logits)
+    groups = coupled_groups(config, groups, logits.shape[0])
     if config.temperature == 0:
         return logits.argmax(dim=1)
-    block = select_candidates(logits, temperature=config.temperature, top_k=config.top_k,
-                              top_p=config.top_p, min_p=config.min_p)
+    block, groups = coupled_candidates(logits, config, groups)
     keys = rng.combine(config.seed or 0, np.asarray(row_seeds, dtype=np.uint64))
-    choice = rng.categorical(keys, block.target_probs())
+    mode = MODES[config.mode]
+    if groups is not None:
+        block, keys = mode.shared(block, keys, groups)
+    choice = mode.draw(block, keys, groups, config.coupling)
     tokens = block.token_ids[np.arange(block.batch_size), choice]
     return torch.from_numpy(tokens).to(logits.device)
+
+
+def coupled_groups(config: SamplerConfig, groups: Any, batch: int) -> np.ndarray | None:
+    """``groups`` checked (`coupling.check_groups`) and numbered, or None where nothing is
+    coupled (no groups, coupling 0, or no group of two rows).
+
+    Raises:
+        ConfigError: on field ``groups``: not one integer >= -1 per row, or, with coupling
+            ``distinct``, a group of more rows than ``top_k`` candidates.
+    """
+    if groups is None:
+        return None
+    checked = coupling.check_groups(groups, batch)
+    if config.coupling == 0:
+        return None
+    numbered = coupling.number_groups(checked)
+    if not (numbered >= 0).any():
+        return None
+    if np.isinf(config.coupling) and coupling.sizes(numbered).max() > config.top_k:
+        raise ConfigError("groups", groups, f"groups of at most top_k = {config.top_k} rows "
+                          "with coupling 'distinct' (each row needs its own candidate)")
+    return numbered
+
+
+def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.ndarray | None
+                       ) -> tuple[CandidateBlock, np.ndarray | None]:
+    """The step's candidates and the groups that stay coupled. With coupling ``distinct``
+    top-p and min-p keep at least n candidates in each row of a group of n; a group whose rows
+    still have fewer (fewer finite logits than rows) is sampled independently at this step."""
+    distinct = groups is not None and np.isinf(config.coupling)
+    block = select_candidates(
+        logits, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+        min_p=config.min_p, min_keep=coupling.sizes(groups) if distinct else None)
+    if distinct:
+        short = (block.sizes < coupling.sizes(groups)) & (groups >= 0)
+        if short.any():
+            groups = coupling.number_groups(np.where(np.isin(groups, groups[short]), -1, groups))
+            groups = groups if (groups >= 0).any() else None
+    return block, groups
 
 
 class QuantumSampler:
@@ -160,8 +203,8 @@ class QuantumSampler:
 
     # ------------------------------------------------------------------ public API
 
-    def sample(self, logits: torch.Tensor, *, row_seeds: Sequence[int] | np.ndarray | None = None
-               ) -> torch.Tensor:
+    def sample(self, logits: torch.Tensor, *, row_seeds: Sequence[int] | np.ndarray | None = None,
+               groups: Sequence[int] | np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """Sample one token per row.
 
         Args:
@@ -169,6 +212,10 @@ class QuantumSampler:
             row_seeds: optional non-negative integer key per row. When given, row b's randomness
                 depends only on row_seeds[b] (not on the call count or on the other rows), which
                 adapters use for per-request seeds. Otherwise keys are hash(seed, call, row).
+            groups: optional group per row: rows with the same value >= 0 are siblings, drawn
+                jointly with the config's ``coupling`` (`qsample.coupling`); -1 couples a row to
+                none. Ignored (but checked) when ``coupling`` is 0; greedy rows
+                (``temperature=0``) are never coupled.
 
         Returns:
             LongTensor [B] of token ids on ``logits.device``.
@@ -179,16 +226,19 @@ class QuantumSampler:
         step = self._calls
         self._calls += 1
         keys = self._keys(batch, step, row_seeds)
+        cfg = self.config
+        groups = coupled_groups(cfg, groups, batch)
         if batch == 0:
             return torch.empty(0, dtype=torch.long, device=logits.device)
-        if self.config.temperature == 0:
+        if cfg.temperature == 0:
             return self._greedy(logits, step, start)
 
-        cfg = self.config
-        block = select_candidates(
-            logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p
-        )
-        problems = self.mode.encode(block, keys, self.penalty)
+        block, groups = coupled_candidates(logits, cfg, groups)
+        if groups is not None:
+            block, noise_keys = self.mode.shared(block, keys, groups)
+        else:
+            noise_keys = keys
+        problems = self.mode.encode(block, noise_keys, self.penalty, groups, cfg.coupling)
         request = dataclasses.replace(self.request, keys=keys)
         result = self._solve(problems, request)
         choice, energy, valid_count, failures = self._decode(problems, result)
@@ -201,13 +251,13 @@ class QuantumSampler:
                     f"backend '{self.backend.name}' gave no valid one-hot sample for rows "
                     f"{list_rows(rows)}: {failures.detail[rows[0]]}"
                 )
-            choice[rows] = rng.categorical(keys[rows], block.target_probs()[rows])
+            choice[rows] = self.mode.draw(block, noise_keys, groups, cfg.coupling)[rows]
             fallback[rows] = cfg.fallback
 
         tokens = block.token_ids[np.arange(batch), choice]
         out = torch.from_numpy(tokens).to(logits.device, non_blocking=True)
         self._record(step, block, choice, tokens, energy, valid_count, result, fallback, failures,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, groups)
         return out
 
     # ------------------------------------------------------------------ steps
@@ -272,26 +322,67 @@ class QuantumSampler:
         if not binary:
             raise RejectedResult("backend returned non-binary states")
 
-    def _decode(self, problems, result: SolveResult):
+    def _decode(self, problems: OneHotProblems, result: SolveResult):
         """Chosen candidate index, its energy, valid-read count and failures per row (the
-        backend's, and `FailureKind.NO_VALID_READ` where no read is a valid one-hot state)."""
+        backend's, and `FailureKind.NO_VALID_READ` where no read is a valid one-hot state).
+
+        Coupled rows are decided per group: a read of a group is valid when every row's read is
+        one-hot (and, for coupling ``distinct``, no two rows share a token); its energy is the
+        rows' plus lambda_g per sibling pair on one token; the mode picks one read for the
+        whole group, and a row's failure fails its group."""
         states = result.states
         inside = problems.variable_mask[:, None, :]
         ones = states.sum(axis=2, dtype=np.int64)
         valid = result.read_mask & (ones == 1) & ~(states.astype(bool) & ~inside).any(axis=2)
         energies = problems.energies(states)
-        pick = self.mode.choose(energies, valid)
+        failures = result.failures.copy()
+        siblings = problems.siblings
+        if siblings is None:
+            pick = self.mode.choose(energies, valid)
+        else:
+            pick, valid = self._joint_pick(problems, states, energies, valid, failures)
         rows = np.arange(problems.batch_size)
         choice = np.argmax(states[rows, pick], axis=1)
+        if siblings is not None:
+            choice = self.mode.arrange(choice, problems, siblings.groups)
         energy = energies[rows, pick]
         valid_count = valid.sum(axis=1)
-        failures = result.failures.copy()
+        read = "one-hot" if siblings is None else "joint"
         failures.mark((valid_count == 0) & ~failures.failed, FailureKind.NO_VALID_READ,
-                      f"no valid one-hot read among {states.shape[1]} reads")
+                      f"no valid {read} read among {states.shape[1]} reads")
         return choice, energy, valid_count, failures
 
+    def _joint_pick(self, problems: OneHotProblems, states, energies, valid,
+                    failures: Failures) -> tuple[np.ndarray, np.ndarray]:
+        """The read each row keeps when groups are decided jointly, and each row's valid
+        reads (its group's); spreads a row's backend failure to its group."""
+        siblings = problems.siblings
+        groups, batch = siblings.groups, problems.batch_size
+        num_groups = siblings.num_groups
+        part = np.where(groups >= 0, groups, num_groups + np.arange(batch))  # one per component
+        total = np.zeros((num_groups + batch, states.shape[1]))
+        np.add.at(total, part, energies)
+        pairs = siblings.pairs(states)
+        total[:num_groups] += siblings.strength[:, None] * pairs
+        invalid = np.zeros(total.shape, dtype=np.int64)
+        np.add.at(invalid, part, ~valid)
+        joint = invalid == 0
+        if np.isinf(self.config.coupling):
+            joint[:num_groups] &= pairs == 0
+        member = groups >= 0
+        failed = failures.failed & member
+        if failed.any():  # one failing row leaves its siblings no joint read
+            source = np.full(num_groups, -1)
+            source[groups[failed]] = np.flatnonzero(failed)
+            spread = member & ~failures.failed & (source[np.where(member, groups, 0)] >= 0)
+            origin = source[groups[spread]]
+            failures.kind[spread] = failures.kind[origin]
+            failures.detail[spread] = failures.detail[origin]
+        return self.mode.choose(total, joint)[part], joint[part]
+
     def _record(self, step, block: CandidateBlock, choice, tokens, energy, valid_count,
-                result: SolveResult, fallback, failures: Failures, seconds) -> None:
+                result: SolveResult, fallback, failures: Failures, seconds,
+                groups: np.ndarray | None) -> None:
         if not self.record_telemetry:
             return
         probs = block.target_probs()
@@ -306,6 +397,7 @@ class QuantumSampler:
             fallback=fallback, fallback_kind=failures.kind, fallback_reason=failures.detail,
             backend_seconds=result.seconds, backend_calls=result.calls,
             backend_timing=result.timing, sampler_seconds=seconds,
+            group=groups,
         ))
 
     def _store(self, step: StepTelemetry) -> None:

@@ -15,7 +15,7 @@ from .backends import FailureKind
 
 ROW_FIELDS = (
     "k", "token_id", "rank", "target_prob", "entropy", "energy",
-    "valid_reads", "num_reads", "fallback", "fallback_kind", "fallback_reason",
+    "valid_reads", "num_reads", "fallback", "fallback_kind", "fallback_reason", "group",
 )
 
 
@@ -27,7 +27,8 @@ class StepTelemetry:
     likely), its ``target_prob``, the candidate ``entropy`` (nats), the chosen read's ``energy``
     (NaN when a fallback chose), ``valid_reads`` / ``num_reads``, ``fallback`` (None or the policy
     used), ``fallback_kind`` (uint8 `FailureKind` codes, 0 where the row had no failure; its
-    label in `records`) and ``fallback_reason`` (the failure's text, None where none). Step
+    label in `records`), ``fallback_reason`` (the failure's text, None where none) and
+    ``group`` (the sibling group the row was drawn jointly with, -1 for none). Step
     fields: backend wall time and calls, backend-reported ``backend_timing`` (e.g. QPU
     microseconds) and the whole call's ``sampler_seconds``.
     """
@@ -50,6 +51,11 @@ class StepTelemetry:
     backend_calls: int = 0
     backend_timing: dict[str, float] = field(default_factory=dict)
     sampler_seconds: float = 0.0
+    group: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = np.full(self.token_id.shape[0], -1, np.int64)
 
     @property
     def batch_size(self) -> int:

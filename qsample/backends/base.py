@@ -106,6 +106,8 @@ class SolveRequest:
         keys: uint64 [B] counter-RNG keys of the rows (see `qsample.rng`).
         batching: ``"auto"``, ``"per-row"`` or ``"union"``.
         params: the config's ``backend_params``, extra keyword arguments for the sampler.
+        coupling: the config's ``coupling`` between sibling rows; above 0, steps may bring
+            `OneHotProblems.siblings`.
         settings: what the backend's calls take from all of the above, resolved once per
             sampler by `Backend.settings` (sampler keyword arguments, schedules); steps only
             change ``keys``.
@@ -119,6 +121,7 @@ class SolveRequest:
     keys: np.ndarray
     batching: str = "auto"
     params: Mapping[str, Any] = field(default_factory=dict)
+    coupling: float = 0.0
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def betas(self) -> np.ndarray:
@@ -167,6 +170,7 @@ class Backend(ABC):
         tasks: the tasks it can perform faithfully (``"ground"``, ``"thermal"``).
         max_size: largest K it accepts (None: no limit).
         params: the ``backend_params`` keys it accepts (None: any, passed to its sampler).
+        couplings: it solves problems with sibling couplings (`OneHotProblems.siblings`).
         probe: a local backend that costs nothing to call: a sampler is built only after one
             solve of a two-candidate problem with its settings has worked, so a bad
             ``backend_params`` value raises `ConfigError` then, not a fallback at every step.
@@ -177,6 +181,7 @@ class Backend(ABC):
     tasks: tuple[str, ...] = TASKS
     max_size: int | None = None
     params: tuple[str, ...] | None = None
+    couplings: bool = False
     probe: bool = False
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
@@ -186,14 +191,17 @@ class Backend(ABC):
 
     def check(self, request: SolveRequest, top_k: int | None) -> None:
         """Refuse, with a `ConfigError` naming the field, what this backend cannot run: a task it
-        cannot do, more than ``max_size`` candidates (``top_k`` None: greedy, no problem is
-        built) or ``backend_params`` keys outside ``params`` (`allowed_params`). Called once per
-        sampler, by ``qsample.sampler.resolve_request``; `probe` then tries the values on a
-        tiny problem."""
+        cannot do, couplings it cannot take, more than ``max_size`` candidates (``top_k`` None:
+        greedy, no problem is built) or ``backend_params`` keys outside ``params``
+        (`allowed_params`). Called once per sampler, by ``qsample.sampler.resolve_request``;
+        `probe` then tries the values on a tiny problem."""
         if request.task not in self.tasks:
             raise ConfigError("backend", self.name,
                               f"a backend that can do '{request.task}' sampling "
                               f"('{self.name}' does only {', '.join(self.tasks)})")
+        if request.coupling > 0 and not self.couplings:
+            raise ConfigError("coupling", request.coupling, f"0 with backend '{self.name}' "
+                              "(it takes no couplings between rows)")
         if self.max_size is not None and top_k is not None and top_k > self.max_size:
             raise ConfigError("top_k", top_k, f"at most {self.max_size} with backend "
                               f"'{self.name}'")

@@ -1,9 +1,10 @@
 """Backends built on the dimod `Sampler` API: dwave-neal, tabu, tree decomposition, exact
 enumeration, and any user-supplied ``dimod.Sampler``.
 
-No dimod sampler accepts a list of BQMs, so a step is solved either row by row or as the
-disjoint union of its rows in one call (independent components stay independent under
-single-spin-flip dynamics, so each component's slice of a union read is a read of that row).
+No dimod sampler accepts a list of BQMs, so a step is solved either part by part (a row, or a
+group of coupled sibling rows: `OneHotProblems.components`) or as the union of its rows in one
+call (independent components stay independent under single-spin-flip dynamics, so each
+component's slice of a union read is a read of that part).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class DimodBackend(Backend):
     """
 
     default_batching = "per-row"
+    couplings = True  # a coupled group is one BQM
 
     def __init__(self, sampler: Any = None, name: str | None = None) -> None:
         self.sampler = sampler
@@ -141,32 +143,36 @@ class DimodBackend(Backend):
         return self.sampler_for(request.task).sample(bqm, **{**seeded, **settings["keywords"]})
 
     def _solve_rows(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
+        """One sampler call per independent part (`OneHotProblems.components`: a row, or a
+        group of coupled siblings), keyed by the part's first row."""
         batch, width = problems.batch_size, problems.width
         seeds = rng.seeds31(request.keys)
-        reads: list[np.ndarray | None] = [None] * batch
+        parts = problems.components()
+        reads: list[np.ndarray | None] = [None] * len(parts)
         failures = Failures.none(batch)
         timing: dict[str, float] = {}
         seconds = 0.0
-        for row in range(batch):  # the sampler API takes one BQM per call
-            bqm = problems.to_bqm(row)
+        for n, rows in enumerate(parts):  # the sampler API takes one BQM per call
+            part = problems.take(rows)
             start = time.perf_counter()
             try:
-                sampleset = self.run(bqm, request, int(seeds[row]), request.keys[row : row + 1])
-                reads[row] = records(sampleset, np.arange(int(problems.sizes[row])))
+                sampleset = self.run(part.union_bqm(), request, int(seeds[rows[0]]),
+                                     request.keys[rows[:1]])
+                reads[n] = union_reads(sampleset, part)
                 add_timing(timing, sampleset.info)
             except ConfigError:
                 raise
             except Exception as exc:
-                failures.mark_exception(row, exc)
+                failures.mark_exception(rows, exc)
             seconds += time.perf_counter() - start
-        most = max((r.shape[0] for r in reads if r is not None), default=1)
+        most = max((r.shape[1] for r in reads if r is not None), default=1)
         states = np.zeros((batch, most, width), dtype=np.int8)
         read_mask = np.zeros((batch, most), dtype=bool)
-        for row, r in enumerate(reads):
+        for rows, r in zip(parts, reads, strict=True):
             if r is not None:
-                states[row, : r.shape[0], : r.shape[1]] = r
-                read_mask[row, : r.shape[0]] = True
-        return SolveResult(states, read_mask, failures, seconds, batch, timing)
+                states[rows, : r.shape[1]] = r
+                read_mask[rows, : r.shape[1]] = True
+        return SolveResult(states, read_mask, failures, seconds, len(parts), timing)
 
     def _solve_union(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         batch, width = problems.batch_size, problems.width

@@ -1,0 +1,183 @@
+"""Sibling groups: which rows of a step are coupled, and the classical draw of a coupled target.
+
+A group is a set of sibling rows (the n sequences of one prompt). With coupling lambda the joint
+target of a group's tokens is
+
+    p(x_1..x_n) proportional to prod_r p_r(x_r) exp(-lambda * number of pairs r < r' with
+    x_r = x_r'),
+
+lambda = 0 independent rows, lambda = inf distinct tokens. Adapters number the groups (one
+integer per row, -1 for a row coupled to none) and, with ``coupling_scope="prefix"``, keep only
+siblings whose generated prefixes are identical (`split_by_prefix`, `prefix_ids`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import rng
+from .errors import ConfigError
+
+#: Rounds of the rejection draw (`sample_joint`) before the sequential draw takes over.
+REJECTION_ROUNDS = 256
+
+
+def check_groups(groups: Any, batch: int) -> np.ndarray:
+    """``groups`` as int64 [B] (a sequence, array or tensor of integers >= -1)."""
+    allowed = f"{batch} integers >= -1, one per row (-1: coupled to no row)"
+    if isinstance(groups, torch.Tensor):
+        groups = groups.detach().cpu().numpy()
+    try:
+        values = np.asarray(groups)
+    except (TypeError, ValueError):
+        raise ConfigError("groups", groups, allowed) from None
+    if values.shape != (batch,) or (values.size and (values.dtype.kind not in "iu"
+                                                      or values.min() < -1)):
+        raise ConfigError("groups", groups, allowed)
+    return values.astype(np.int64)
+
+
+def number_groups(groups: np.ndarray) -> np.ndarray:
+    """Groups renumbered 0..G-1 in order of first row; a group of one row becomes -1 (it has
+    no sibling)."""
+    out = np.full(groups.shape, -1, dtype=np.int64)
+    member = groups >= 0
+    if not member.any():
+        return out
+    _, first, inverse, counts = np.unique(groups[member], return_index=True,
+                                          return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts > 1)
+    order = shared[np.argsort(first[shared], kind="stable")]  # by first appearance
+    number = np.full(counts.size, -1, dtype=np.int64)
+    number[order] = np.arange(order.size)
+    out[member] = number[inverse.reshape(-1)]
+    return out
+
+
+def split_by_prefix(groups: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+    """Groups within which every row has the same prefix id (``prefixes`` int64 [B], equal
+    exactly where the generated prefixes are), renumbered (`number_groups`)."""
+    groups = np.asarray(groups, dtype=np.int64)
+    prefixes = np.asarray(prefixes, dtype=np.int64)
+    member = groups >= 0
+    pairs = np.stack([groups, prefixes], axis=1)
+    ids = np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1)
+    return number_groups(np.where(member, ids, -1))
+
+
+def prefix_ids(token_rows: torch.Tensor) -> np.ndarray:
+    """int64 [B] ids equal exactly where rows of a 2-D token tensor are (e.g. ``input_ids``)."""
+    return torch.unique(token_rows, dim=0, return_inverse=True)[1].cpu().numpy().astype(np.int64)
+
+
+def sizes(groups: np.ndarray) -> np.ndarray:
+    """int64 [B]: the size of each row's group (1 for rows in none)."""
+    member = groups >= 0
+    counts = np.bincount(groups[member], minlength=1)
+    return np.where(member, counts[np.where(member, groups, 0)], 1)
+
+
+def positions(groups: np.ndarray) -> np.ndarray:
+    """int64 [B]: each row's index among its group's rows in row order (0 for rows in none)."""
+    order = np.lexsort((np.arange(groups.size), groups))
+    sorted_groups = groups[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, groups.size]))
+    out = np.empty(groups.size, dtype=np.int64)
+    out[order] = np.arange(groups.size) - run_start
+    return np.where(groups >= 0, out, 0)
+
+
+def leaders(groups: np.ndarray) -> np.ndarray:
+    """int64 [B]: the first row of each row's group (the row itself for rows in none)."""
+    rows = np.arange(groups.size)
+    first = np.full(groups.max(initial=-1) + 1, groups.size, dtype=np.int64)
+    member = groups >= 0
+    np.minimum.at(first, groups[member], rows[member])
+    return np.where(member, first[np.where(member, groups, 0)], rows)
+
+
+def token_pairs(groups: np.ndarray, tokens: np.ndarray, num_groups: int) -> np.ndarray:
+    """int64 [G]: sibling pairs on one token per group, given each row's token [B]."""
+    member = groups >= 0
+    keys = np.stack([groups[member], tokens[member]], axis=1)
+    if keys.size == 0:
+        return np.zeros(num_groups, dtype=np.int64)
+    pairs_of, counts = np.unique(keys, axis=0, return_counts=True)
+    out = np.zeros(num_groups, dtype=np.int64)
+    np.add.at(out, pairs_of[:, 0], counts * (counts - 1) // 2)
+    return out
+
+
+def in_order(choice: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Reassign each group's chosen candidates so that its rows, in row order, hold them in
+    decreasing weight (the rows of a group share one candidate list): a Gumbel-top-k set
+    becomes the ordered sample without replacement."""
+    member = np.flatnonzero(groups >= 0)
+    value = weights[member, choice[member]]
+    by_weight = member[np.lexsort((-value, groups[member]))]
+    by_row = member[np.lexsort((member, groups[member]))]
+    out = choice.copy()
+    out[by_row] = choice[by_weight]
+    return out
+
+
+def sample_joint(probs: np.ndarray, tokens: np.ndarray, groups: np.ndarray, coupling: float,
+                 keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate index per row [B] drawn classically from the coupled target (module
+    docstring), and bool [B], True on the rows of groups drawn by the sequential fallback.
+
+    Exact by rejection: each round draws every pending row from its p_r (keys, round) and keeps
+    a group's draw with probability exp(-lambda * pairs), the group's uniform keyed by its first
+    row. A group still pending after `REJECTION_ROUNDS` rounds (a very peaked or very strongly
+    coupled group) is drawn row by row, row j from p_j(i) exp(-lambda * earlier siblings on i):
+    exact for lambda = 0 and for distinct rows of one distribution (sampling without
+    replacement), an approximation otherwise, flagged in the second return value.
+    """
+    batch = probs.shape[0]
+    num_groups = int(groups.max(initial=-1)) + 1
+    choice = rng.categorical(keys, probs)
+    pending = np.ones(num_groups, dtype=bool)
+    lead = leaders(groups)
+    member = groups >= 0
+    for draw in range(REJECTION_ROUNDS):
+        round_keys = rng.combine(keys, draw)
+        picks = rng.categorical(round_keys, probs)
+        pairs = token_pairs(groups, tokens[np.arange(batch), picks], num_groups)
+        with np.errstate(invalid="ignore"):
+            accept = np.where(pairs == 0, 1.0, np.exp(-coupling * pairs))
+        u = rng.uniform(round_keys[lead], rng.STREAM_JOINT, 1)[:, 0]
+        group_u = np.ones(num_groups)
+        group_u[groups[member]] = u[member]
+        taken = pending & (group_u < accept)
+        rows = member & taken[np.where(member, groups, 0)]
+        choice[rows] = picks[rows]
+        pending &= ~taken
+        if not pending.any():
+            return choice, np.zeros(batch, dtype=bool)
+    sequential = member & pending[np.where(member, groups, 0)]
+    for group in np.flatnonzero(pending):
+        used: dict[int, int] = {}
+        for row in np.flatnonzero(groups == group):
+            counts = np.array([used.get(int(t), 0) for t in tokens[row]], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                factor = np.where(counts == 0, 1.0, np.exp(-coupling * counts))
+            weights = probs[row] * factor
+            if weights.sum() == 0:  # every candidate taken: the row's own distribution
+                weights = probs[row]
+            pick = rng.categorical(keys[row : row + 1], (weights / weights.sum())[None],
+                                   rng.STREAM_JOINT)[0]
+            choice[row] = pick
+            token = int(tokens[row, pick])
+            used[token] = used.get(token, 0) + 1
+    return choice, sequential
+
+
+def annealed_strength(coupling: float, penalty: float) -> float:
+    """The lambda a thermal anneal uses: ``coupling`` itself, or for ``inf`` the one-hot
+    penalty A (a collision is then rejected like a two-hot read, and costs about as much)."""
+    return penalty if math.isinf(coupling) else coupling
