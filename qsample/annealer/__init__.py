@@ -1,6 +1,7 @@
 """A batched simulated annealer: all problems of a decoding step in one call, CPU and GPU.
 
 - `anneal_onehot`, `anneal_dense`: array entry points (numba on CPU, Triton on CUDA);
+- `anneal_coupled`: one-hot rows coupled in sibling groups (numba);
 - `beta_schedule`: geometric, linear, fixed or custom inverse-temperature schedules;
 - `BatchedSimulatedAnnealingSampler`: the same annealer as a ``dimod.Sampler``.
 """
@@ -10,6 +11,7 @@ from .core import (
     ORDERS,
     SCHEDULES,
     AnnealResult,
+    anneal_coupled,
     anneal_dense,
     anneal_onehot,
     beta_schedule,
@@ -23,6 +25,7 @@ __all__ = [
     "SCHEDULES",
     "AnnealResult",
     "BatchedSimulatedAnnealingSampler",
+    "anneal_coupled",
     "anneal_dense",
     "anneal_onehot",
     "beta_schedule",

@@ -119,6 +119,64 @@ def anneal_onehot(weights: Any, penalty: Any, sizes: Any = None, *, betas: Any,
                 acceptance, order, keys, seed, keep_best, engine)
 
 
+def anneal_coupled(weights: Any, penalty: Any, sizes: Any = None, *, groups: Any, slots: Any,
+                   strength: Any, betas: Any, num_reads: int = 1,
+                   acceptance: str = "metropolis", order: str = "sequential", keys: Any = None,
+                   seed: int | None = None) -> AnnealResult:
+    """Anneal one-hot problems whose rows are coupled in groups (CPU):
+
+        E(x) = sum_b E_b(x_b) + sum_g lambda_g sum_{b<b' in g} sum_{i,j: slot(b,i) = slot(b',j)}
+               x_bi x_b'j,
+
+    E_b as `anneal_onehot`. The reads of a group are joint: read r of each of its rows comes
+    from one chain of the whole group; a row in no group is annealed exactly as
+    `anneal_onehot` would (same keys, same draws).
+
+    Args:
+        weights, penalty, sizes, betas, num_reads, acceptance, order, keys, seed: as
+            `anneal_onehot`.
+        groups: int [B], each row's group 0..G-1, or -1.
+        slots: int [B, K], candidate (b, i)'s slot: rows of one group interact exactly where
+            they share a slot (e.g. list the same token); -1 for none.
+        strength: lambda_g >= 0 [G].
+    """
+    batch, width = _run_checks("weights", weights, num_reads, acceptance, order, "auto")
+    if _is_torch(weights) and weights.is_cuda:
+        raise ConfigError("engine", "triton", "CPU inputs: coupled problems run on the numba "
+                          "kernel only")
+    host = _host_arrays("onehot", {"weights": weights, "penalty": penalty}, sizes, batch, width)
+    group = _kernel_array(np.asarray(groups), np.int64)
+    slot = _kernel_array(np.asarray(slots), np.int64)
+    lam = np.asarray(strength, dtype=np.float64)
+    num_groups = int(group.max(initial=-1)) + 1
+    if (group.shape != (batch,) or slot.shape != (batch, width) or lam.shape != (num_groups,)
+            or (group < -1).any() or not np.isfinite(lam).all() or (lam < 0).any()):
+        raise ConfigError("groups", "groups, slots, strength",
+                          f"groups [{batch}] in -1..G-1, slots [{batch}, {width}], "
+                          "strength [G] finite and >= 0")
+    part = np.where(group >= 0, group, num_groups + np.arange(batch))  # lone rows: their own
+    order_rows = np.argsort(part, kind="stable")
+    part = part[order_rows]
+    starts = np.r_[0, np.flatnonzero(np.diff(part)) + 1, batch].astype(np.int64)
+    part_strength = np.r_[lam, np.zeros(batch)][part[starts[:-1]]]
+    keys = problem_keys(seed, batch) if keys is None else _keys(keys, batch)
+    states = np.empty((batch, num_reads, width), dtype=np.int8)
+    energies = np.empty((batch, num_reads), dtype=np.float64)
+    occupancy = np.zeros((int(slot.max(initial=-1)) + 1, num_reads), dtype=np.int64)
+    from . import cpu
+
+    cpu.anneal_coupled(host["weights"], host["penalty"], host["sizes"], keys,
+                       _betas(betas, batch), num_reads, acceptance == "gibbs", order == "random",
+                       _kernel_array(order_rows, np.int64), starts,
+                       slot, _kernel_array(part_strength, np.float64), cpu.EXP_LIMIT,
+                       occupancy, states, energies)
+    if _is_torch(weights):
+        import torch
+
+        return AnnealResult(torch.from_numpy(states), torch.from_numpy(energies))
+    return AnnealResult(states, energies)
+
+
 def anneal_dense(linear: Any, quadratic: Any, offset: Any = None, sizes: Any = None, *,
                  betas: Any, num_reads: int = 1, acceptance: str = "metropolis",
                  order: str = "sequential", keys: Any = None, seed: int | None = None,
@@ -140,8 +198,9 @@ def _is_torch(value: Any) -> bool:
     return type(value).__module__.startswith("torch")
 
 
-def _run(model, arrays, sizes, betas, num_reads, acceptance, order, keys, seed, keep_best,
-         engine) -> AnnealResult:
+def _run_checks(first_name: str, first: Any, num_reads: Any, acceptance: str, order: str,
+                engine: str) -> tuple[int, int]:
+    """Check the arguments every entry point shares; (B, K) of the first array."""
     if acceptance not in ACCEPTANCE:
         raise ConfigError("acceptance", acceptance, "one of " + ", ".join(map(repr, ACCEPTANCE)))
     if order not in ORDERS:
@@ -150,18 +209,24 @@ def _run(model, arrays, sizes, betas, num_reads, acceptance, order, keys, seed, 
         raise ConfigError("engine", engine, "one of " + ", ".join(map(repr, ENGINES)))
     if not isinstance(num_reads, (int, np.integer)) or num_reads < 1:
         raise ConfigError("num_reads", num_reads, "an integer >= 1")
-    first_name = next(iter(arrays))
-    first = arrays[first_name]
-    torch_in = _is_torch(first)
-    cuda = torch_in and first.device.type == "cuda"
-    use_triton = engine == "triton" or (engine == "auto" and cuda)
-    if cuda and not use_triton:
-        raise ConfigError("engine", engine, "'auto' or 'triton' for CUDA tensors")
     if len(first.shape) != 2:
         raise ConfigError(first_name, tuple(first.shape), "a [B, K] array")
     batch, width = int(first.shape[0]), int(first.shape[1])
     if width < 1:
         raise ConfigError(first_name, tuple(first.shape), "at least one variable per problem")
+    return batch, width
+
+
+def _run(model, arrays, sizes, betas, num_reads, acceptance, order, keys, seed, keep_best,
+         engine) -> AnnealResult:
+    first_name = next(iter(arrays))
+    first = arrays[first_name]
+    batch, width = _run_checks(first_name, first, num_reads, acceptance, order, engine)
+    torch_in = _is_torch(first)
+    cuda = torch_in and first.device.type == "cuda"
+    use_triton = engine == "triton" or (engine == "auto" and cuda)
+    if cuda and not use_triton:
+        raise ConfigError("engine", engine, "'auto' or 'triton' for CUDA tensors")
 
     betas = _betas(betas, batch)
     host = _host_arrays(model, arrays, sizes, batch, width)

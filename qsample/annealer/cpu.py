@@ -227,6 +227,117 @@ def anneal_dense(linear, quadratic, offset, sizes, keys, betas, num_reads, gibbs
         energies[b, r] = e
 
 
+@njit(parallel=True, cache=True)
+def anneal_coupled(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order,
+                   members, starts, slots, strength, table_limit, occupancy, states, energies):
+    """One-hot rows coupled in groups: E(x) = sum_b E_b(x_b) + sum_g lambda_g sum_slots
+    C(n_slot, 2), n_slot the rows of group g on one token (`qsample.problems.SiblingCoupling`).
+
+    Arrays as `_onehot_body`, plus: members int64 [B], the rows ordered part by part (a group's
+    rows together, every other row alone); starts int64 [P + 1], part p's rows are
+    members[starts[p]:starts[p + 1]]; slots int64 [B, K], candidate (b, i)'s slot (-1: none);
+    strength float64 [P], lambda of each part (0 for a lone row); occupancy int64
+    [num_slots, R] zeros, the rows on each slot per read (scratch).
+
+    Threads run over parts; a part's reads advance together. Each row keeps its chains,
+    draws and attempt order of `_onehot_body` (a lone row is annealed exactly as there); a flip
+    of x_bi also pays lambda per sibling on its slot: d = -w_i + A (2n - 1) + lambda o
+    (0 -> 1) or w_i - A (2n - 3) - lambda o (1 -> 0), o the siblings on the slot other than b.
+    Acceptance ratios come from per-sweep tables, coupling factors exp(-+beta lambda o) for
+    o = 0..n included, exactly as `_onehot_body` (per-attempt exponentials past
+    ``table_limit``).
+    """
+    for p in prange(starts.shape[0] - 1):
+        lo = starts[p]
+        size = starts[p + 1] - lo
+        lam = strength[p]
+        width = states.shape[2]
+        chains = np.empty((size, num_reads), dtype=np.uint64)
+        counts = np.zeros((size, num_reads), dtype=np.int64)
+        for m in range(size):
+            b = members[lo + m]
+            k = sizes[b]
+            for r in range(num_reads):
+                chains[m, r] = _chain(keys[b], r)
+                for i in range(k):
+                    bit = np.int8(_draw(chains[m, r], i + 1) >> _S63)
+                    states[b, r, i] = bit
+                    counts[m, r] += bit
+                    if slots[b, i] >= 0:
+                        occupancy[slots[b, i], r] += bit
+                for i in range(k, width):
+                    states[b, r, i] = 0
+        up = np.empty(width)
+        down = np.empty(width)
+        grow = np.empty(width + 2)
+        shrink = np.zeros(width + 2)
+        join = np.empty(size + 1)  # exp(-beta lambda o): 0 -> 1 next to o siblings
+        leave = np.empty(size + 1)  # exp(beta lambda (o - 1)) = 1 / join[o - 1]: 1 -> 0
+        for s in range(betas.shape[1]):
+            for m in range(size):
+                b = members[lo + m]
+                k = sizes[b]
+                a = penalty[b]
+                beta = betas[b, s]
+                top = 0.0
+                for i in range(k):
+                    top = max(top, abs(weights[b, i]))
+                tabled = beta * (top + a * (2 * k + 1) + lam * size) < table_limit
+                if tabled:
+                    for i in range(k):
+                        up[i] = math.exp(beta * weights[b, i])
+                        down[i] = 1.0 / up[i]
+                    factor = math.exp(-2.0 * beta * a)
+                    g = math.exp(beta * a)
+                    for n in range(k + 2):
+                        grow[n] = g
+                        shrink[n] = 1.0 / grow[n - 1] if n > 0 else 0.0
+                        g *= factor
+                    step_factor = math.exp(-beta * lam)
+                    j = 1.0
+                    for o in range(size + 1):
+                        join[o] = j
+                        leave[o] = 1.0 / join[o - 1] if o > 0 else 0.0
+                        j *= step_factor
+                for step in range(k):
+                    t = k + 1 + s * k + step
+                    for r in range(num_reads):
+                        bits = _draw(chains[m, r], t)
+                        i = _spin(bits, k, step, random_order)
+                        old = states[b, r, i]
+                        n = counts[m, r]
+                        slot = slots[b, i]
+                        o = occupancy[slot, r] - old if slot >= 0 else 0
+                        u = _uniform(bits >> _S32)
+                        if tabled:
+                            if old:
+                                ratio = down[i] * shrink[n] * leave[o + 1]
+                            else:
+                                ratio = up[i] * grow[n] * join[o]
+                            take = _take(ratio, u, gibbs)
+                        else:
+                            if old:
+                                delta = weights[b, i] - a * (2 * n - 3) - lam * o
+                            else:
+                                delta = a * (2 * n - 1) - weights[b, i] + lam * o
+                            take = _take_exact(delta, beta, u, gibbs)
+                        if take:
+                            change = 1 - 2 * np.int64(old)
+                            states[b, r, i] = old ^ np.int8(1)
+                            counts[m, r] = n + change
+                            if slot >= 0:
+                                occupancy[slot, r] += change
+        for m in range(size):
+            b = members[lo + m]
+            for r in range(num_reads):
+                n = counts[m, r]
+                e = penalty[b] * (n - 1) * (n - 1)
+                for i in range(sizes[b]):
+                    if states[b, r, i]:
+                        e -= weights[b, i]
+                energies[b, r] = e
+
+
 # One compiled kernel per (acceptance, order), the flags inlined as constants (a flag tested
 # inside the attempt loop costs about a third of the kernel's time).
 @njit(parallel=True, cache=True)
