@@ -56,16 +56,19 @@ def qsample_generate(model, input_ids: torch.LongTensor, logits_processor: Logit
     """A ``custom_generate`` callable: transformers' sampling loop with qsample choosing tokens.
 
     ``qsample``: a `QSampleLogitsProcessor`, a `SamplerConfig`, or a mapping of its fields.
+    Each prompt's ``num_return_sequences`` rows are its siblings (coupled with a ``coupling``).
     Beam search, assisted decoding and the other modes that do not emit one token per row per
     step are refused (`check_generation_mode`).
     """
     check_generation_mode(generation_config)
+    siblings = generation_config.num_return_sequences or 1
     if isinstance(qsample, QSampleLogitsProcessor):
         processor = qsample
+        processor.num_return_sequences = processor.num_return_sequences or siblings
     elif isinstance(qsample, SamplerConfig):
-        processor = QSampleLogitsProcessor(qsample)
+        processor = QSampleLogitsProcessor(qsample, num_return_sequences=siblings)
     elif qsample is None or isinstance(qsample, Mapping):
-        processor = QSampleLogitsProcessor(**dict(qsample or {}))
+        processor = QSampleLogitsProcessor(**dict(qsample or {}), num_return_sequences=siblings)
     else:
         raise TypeError("qsample= takes a QSampleLogitsProcessor, a SamplerConfig or a dict of "
                         f"SamplerConfig fields, not {type(qsample).__name__}")
@@ -81,22 +84,26 @@ def qsample_generate(model, input_ids: torch.LongTensor, logits_processor: Logit
                                    **model_kwargs)
 
 
-def generate_kwargs(config: SamplerConfig, *, plain: bool = False
+def generate_kwargs(config: SamplerConfig, *, plain: bool = False, num_return_sequences: int = 1
                     ) -> tuple[dict[str, Any], QSampleLogitsProcessor | None]:
     """``model.generate`` keyword arguments that sample ``config``'s target, and the processor.
 
     qsample (default): a fresh `QSampleLogitsProcessor` at ``config`` chooses every token and
     decoding is greedy over its forced scores, transformers' warpers off. ``plain``: transformers'
     own sampling at the config's temperature / top-k / top-p / min-p (greedy at T = 0; seed it
-    with ``torch.manual_seed``), and no processor.
+    with ``torch.manual_seed``), and no processor. ``num_return_sequences`` n > 1: n rows per
+    prompt (coupled by the config's ``coupling``); transformers then needs ``do_sample=True``,
+    whose draw over the forced scores can only re-pick qsample's token.
     """
+    n = {"num_return_sequences": num_return_sequences} if num_return_sequences > 1 else {}
     if not plain:
-        processor = QSampleLogitsProcessor(config)
-        return {**_NO_SAMPLING, "logits_processor": [processor]}, processor
+        processor = QSampleLogitsProcessor(config, num_return_sequences=num_return_sequences)
+        return {**_NO_SAMPLING, **n, "logits_processor": [processor],
+                "do_sample": bool(n)}, processor
     if config.temperature == 0:
-        return dict(_NO_SAMPLING), None
+        return {**_NO_SAMPLING, **n}, None
     return {"do_sample": True, "temperature": config.temperature, "top_k": config.top_k,
-            "top_p": config.top_p, "min_p": config.min_p or None}, None
+            "top_p": config.top_p, "min_p": config.min_p or None, **n}, None
 
 
 class _StreamTo(TextStreamer):

@@ -24,6 +24,13 @@ verification steps each get an independently sampled token), or warn about ``do_
 ``custom_generate`` callable is not given ``assistant_model``, so there an assistant is ignored
 and decoding stays qsample's one token per step.)
 
+Joint sampling (``coupling`` > 0, `qsample.coupling`): the ``num_return_sequences = n`` rows
+of each prompt are siblings (transformers puts them next to each other: rows p n .. p n + n - 1),
+drawn as one coupled problem per step; with ``coupling_scope="prefix"`` only rows whose
+``input_ids`` are identical so far stay coupled. A bare processor is told n
+(``QSampleLogitsProcessor(coupling="distinct", num_return_sequences=4)``); `qsample_generate`
+takes it from the generation config.
+
 Example:
     >>> from qsample.plugins.transformers import QSampleLogitsProcessor
     >>> qs = QSampleLogitsProcessor(mode="gumbel", backend="batched-sa", top_k=64, seed=0)
@@ -35,11 +42,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 from transformers.generation import GenerationMode
 
-from qsample import QuantumSampler, SamplerConfig
+from qsample import ConfigError, QuantumSampler, SamplerConfig
+from qsample.coupling import prefix_ids, split_by_prefix
 from qsample.telemetry import TelemetryLog
 
 #: The decoding modes that emit one forced token per row per step (transformers' ``_sample``).
@@ -64,6 +73,8 @@ class QSampleLogitsProcessor(LogitsProcessor):
         config: a `SamplerConfig`; keyword arguments override its fields (or build one alone:
             ``QSampleLogitsProcessor(backend="batched-sa", top_k=32)``).
         max_telemetry_steps: keep at most this many steps of telemetry (None: all).
+        num_return_sequences: the n of ``generate``'s ``num_return_sequences``: with a
+            ``coupling`` > 0 each prompt's n rows are coupled siblings (required then).
 
     Attributes:
         sampler: the core `QuantumSampler`.
@@ -71,20 +82,46 @@ class QSampleLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, config: SamplerConfig | None = None, *,
-                 max_telemetry_steps: int | None = None, **fields: Any) -> None:
+                 max_telemetry_steps: int | None = None,
+                 num_return_sequences: int | None = None, **fields: Any) -> None:
         if config is None:
             config = SamplerConfig.from_dict(fields)
         elif fields:
             config = config.replace(**fields)
         self.config = config
+        self.num_return_sequences = num_return_sequences
+        self._check_siblings()
         self.sampler = QuantumSampler(config, max_telemetry_steps=max_telemetry_steps)
+
+    def _check_siblings(self) -> None:
+        n = self.num_return_sequences
+        if (n is None and self.config.coupling > 0) or (
+                n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1)):
+            raise ConfigError("num_return_sequences", n,
+                              "generate's num_return_sequences, an integer >= 1 (required with "
+                              "coupling > 0: each prompt's rows are coupled)")
+
+    def groups(self, input_ids: torch.LongTensor) -> np.ndarray | None:
+        """Sibling group per row, rows p n .. p n + n - 1 together (split by identical
+        ``input_ids`` with ``coupling_scope="prefix"``), or None when nothing is coupled."""
+        n = self.num_return_sequences
+        if self.config.coupling == 0 or n == 1:
+            return None
+        batch = input_ids.shape[0]
+        if batch % n:
+            raise ValueError(f"{batch} rows are not prompts of num_return_sequences = {n} rows "
+                             "each: pass generate's num_return_sequences to the processor")
+        groups = np.arange(batch) // n
+        if self.config.coupling_scope == "prefix":
+            groups = split_by_prefix(groups, prefix_ids(input_ids))
+        return groups
 
     @property
     def telemetry(self) -> TelemetryLog:
         return self.sampler.telemetry
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        tokens = self.sampler.sample(scores)
+        tokens = self.sampler.sample(scores, groups=self.groups(input_ids))
         forced = torch.full_like(scores, float("-inf"))
         forced.scatter_(1, tokens[:, None], 0.0)
         return forced
