@@ -280,6 +280,24 @@ def _serve_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_joint(args: argparse.Namespace) -> int:
+    import torch
+
+    from .tools.bench import write_report
+    from .tools.joint_bench import HEADER, TARGET_RATIO, run_joint_bench
+
+    torch.set_num_threads(args.threads)
+    print(f"qsample bench-joint: {args.prompts} prompts x n rows, V={args.vocab}, "
+          f"repeats={args.repeats}, target joint/independent <= {TARGET_RATIO}x", flush=True)
+    print(HEADER, flush=True)
+    rows = run_joint_bench(args.n, args.k, prompts=args.prompts, vocab=args.vocab,
+                           repeats=args.repeats, log=lambda line: print(line, flush=True))
+    write_report(args.json, "joint sampling step time: n coupled siblings vs independent rows",
+                 rows, command=" ".join(sys.argv))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _bench_first_step(args: argparse.Namespace) -> int:
     from .tools.bench import write_report
     from .tools.first_step import FIRST_STEP_TARGET_MS, run_first_step
@@ -338,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results/sampler_step.json", help="JSON output")
     bench.add_argument("--quick", action="store_true", help="B in {1, 8}, K = 16, 3 repeats")
     bench.set_defaults(func=_bench)
+
+    bjoint = sub.add_parser("bench-joint", help="joint sampling step time vs independent rows")
+    bjoint.add_argument("--n", type=int, nargs="+", default=[4, 8], help="siblings per prompt")
+    bjoint.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    bjoint.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    bjoint.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
+    bjoint.add_argument("--repeats", type=int, default=7, help="timed repeats per cell (median)")
+    bjoint.add_argument("--threads", type=int, default=1, help="torch threads")
+    bjoint.add_argument("--json", default="docs/bench/joint_step.json", help="JSON output")
+    bjoint.set_defaults(func=_bench_joint)
 
     bann = sub.add_parser("bench-anneal", help="batched-sa vs neal on the same BQMs")
     bann.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 256])

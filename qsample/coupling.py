@@ -13,7 +13,6 @@ siblings whose generated prefixes are identical (`split_by_prefix`, `prefix_ids`
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,10 @@ import torch
 from . import rng
 from .errors import ConfigError
 
-#: Rounds of the rejection draw (`sample_joint`) before the sequential draw takes over.
+#: Rounds of the rejection draw (`sample_joint`) before the sequential draw takes over, and
+#: how many are drawn at once.
 REJECTION_ROUNDS = 256
+REJECTION_CHUNK = 32
 
 
 def check_groups(groups: Any, batch: int) -> np.ndarray:
@@ -102,15 +103,20 @@ def leaders(groups: np.ndarray) -> np.ndarray:
 
 
 def token_pairs(groups: np.ndarray, tokens: np.ndarray, num_groups: int) -> np.ndarray:
-    """int64 [G]: sibling pairs on one token per group, given each row's token [B]."""
-    member = groups >= 0
-    keys = np.stack([groups[member], tokens[member]], axis=1)
-    if keys.size == 0:
-        return np.zeros(num_groups, dtype=np.int64)
-    pairs_of, counts = np.unique(keys, axis=0, return_counts=True)
-    out = np.zeros(num_groups, dtype=np.int64)
-    np.add.at(out, pairs_of[:, 0], counts * (counts - 1) // 2)
-    return out
+    """int64 [G, C]: sibling pairs on one token per group, given each row's token in each of C
+    draws, tokens [B, C] ([B]: one draw, result [G])."""
+    one = tokens.ndim == 1
+    tokens = tokens[:, None] if one else tokens
+    member = np.flatnonzero(groups >= 0)
+    draws = tokens.shape[1]
+    out = np.zeros((num_groups, draws), dtype=np.int64)
+    if member.size:
+        column = np.broadcast_to(np.arange(draws), (member.size, draws))
+        keys = np.stack([np.repeat(groups[member], draws), column.ravel(),
+                         tokens[member].ravel()], axis=1)
+        found, counts = np.unique(keys, axis=0, return_counts=True)
+        np.add.at(out, (found[:, 0], found[:, 1]), counts * (counts - 1) // 2)
+    return out[:, 0] if one else out
 
 
 def in_order(choice: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -131,35 +137,40 @@ def sample_joint(probs: np.ndarray, tokens: np.ndarray, groups: np.ndarray, coup
     """Candidate index per row [B] drawn classically from the coupled target (module
     docstring), and bool [B], True on the rows of groups drawn by the sequential fallback.
 
-    Exact by rejection: each round draws every pending row from its p_r (keys, round) and keeps
-    a group's draw with probability exp(-lambda * pairs), the group's uniform keyed by its first
-    row. A group still pending after `REJECTION_ROUNDS` rounds (a very peaked or very strongly
-    coupled group) is drawn row by row, row j from p_j(i) exp(-lambda * earlier siblings on i):
-    exact for lambda = 0 and for distinct rows of one distribution (sampling without
-    replacement), an approximation otherwise, flagged in the second return value.
+    Exact by rejection: round t draws every row from its p_r with key (key_r, t) and keeps a
+    group's draw with probability exp(-lambda * pairs), the group's uniform keyed by its first
+    row; a group takes its first kept round (rounds run `REJECTION_CHUNK` at a time). A group
+    still pending after `REJECTION_ROUNDS` rounds (very peaked or very strongly coupled) is
+    drawn row by row, row j from p_j(i) exp(-lambda * earlier siblings on i): exact for
+    lambda = 0, an approximation otherwise, flagged in the second return value.
     """
     batch = probs.shape[0]
     num_groups = int(groups.max(initial=-1)) + 1
     choice = rng.categorical(keys, probs)
     pending = np.ones(num_groups, dtype=bool)
-    lead = leaders(groups)
     member = groups >= 0
-    for draw in range(REJECTION_ROUNDS):
-        round_keys = rng.combine(keys, draw)
-        picks = rng.categorical(round_keys, probs)
-        pairs = token_pairs(groups, tokens[np.arange(batch), picks], num_groups)
+    group_of = np.where(member, groups, 0)
+    first_rows = np.flatnonzero(member)[np.unique(groups[member], return_index=True)[1]]
+    for start in range(0, REJECTION_ROUNDS, REJECTION_CHUNK):
+        rounds = np.arange(start, start + REJECTION_CHUNK, dtype=np.uint64)
+        round_keys = rng.combine(keys[:, None], rounds[None, :])  # [B, C]
+        picks = rng.categorical(round_keys.ravel(), np.repeat(probs, rounds.size, axis=0)
+                                ).reshape(batch, rounds.size)
+        picked = np.take_along_axis(tokens, picks, axis=1)
+        pairs = token_pairs(groups, picked, num_groups)
         with np.errstate(invalid="ignore"):
             accept = np.where(pairs == 0, 1.0, np.exp(-coupling * pairs))
-        u = rng.uniform(round_keys[lead], rng.STREAM_JOINT, 1)[:, 0]
-        group_u = np.ones(num_groups)
-        group_u[groups[member]] = u[member]
-        taken = pending & (group_u < accept)
-        rows = member & taken[np.where(member, groups, 0)]
-        choice[rows] = picks[rows]
-        pending &= ~taken
+        u = rng.uniform(round_keys[first_rows].ravel(), rng.STREAM_JOINT, 1
+                        ).reshape(num_groups, rounds.size)
+        taken = (u < accept) & pending[:, None]
+        done = taken.any(axis=1)
+        first = np.argmax(taken, axis=1)
+        rows = member & done[group_of]
+        choice[rows] = picks[rows, first[group_of[rows]]]
+        pending &= ~done
         if not pending.any():
             return choice, np.zeros(batch, dtype=bool)
-    sequential = member & pending[np.where(member, groups, 0)]
+    sequential = member & pending[group_of]
     for group in np.flatnonzero(pending):
         used: dict[int, int] = {}
         for row in np.flatnonzero(groups == group):
@@ -175,9 +186,3 @@ def sample_joint(probs: np.ndarray, tokens: np.ndarray, groups: np.ndarray, coup
             token = int(tokens[row, pick])
             used[token] = used.get(token, 0) + 1
     return choice, sequential
-
-
-def annealed_strength(coupling: float, penalty: float) -> float:
-    """The lambda a thermal anneal uses: ``coupling`` itself, or for ``inf`` the one-hot
-    penalty A (a collision is then rejected like a two-hot read, and costs about as much)."""
-    return penalty if math.isinf(coupling) else coupling

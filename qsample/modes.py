@@ -22,10 +22,14 @@ Coupled siblings (`qsample.coupling`: groups of rows, coupling lambda) add lambd
 pair of a group's rows on one token (`qsample.problems.SiblingCoupling`):
 
 ``boltzmann``: each row keeps its own weights; restricted to one-hot states exp(-E) is then
-prod_r p_r(x_r) exp(-lambda * pairs), the coupled target. For lambda = inf the anneal uses
-lambda = A and reads with a collision are rejected like non-one-hot reads: on the distinct
-states that remain the coupling energy is 0, so the accepted reads follow prod_r p_r restricted
-to distinct tokens.
+prod_r p_r(x_r) exp(-lambda * pairs), the coupled target. A read of a group is kept only if all
+n rows are one-hot at once, so a group of n rows anneals with A_g = A_0 + ln n: a row's chance
+of a non-one-hot read falls about like e^-A, and n rows then keep about the joint valid-read
+rate of one row at A_0 (the mixing time grows like e^A, i.e. about n-fold). For lambda = inf
+the anneal uses lambda = A_g and reads with a collision are rejected like non-one-hot reads: on
+the distinct states that remain the coupling energy is 0, so the accepted reads follow
+prod_r p_r restricted to distinct tokens (not the same law as gumbel's ordered sample without
+replacement).
 
 ``gumbel`` with lambda = inf (``"distinct"``): the rows of a group share their first row's
 candidates and perturbed weights w (one Gumbel draw, keyed by the first row). With
@@ -78,18 +82,20 @@ class Mode(ABC):
         penalties = np.full(block.batch_size, float(penalty))
         if groups is None:
             return OneHotProblems(weights, penalties, block.sizes)
-        lam = self.group_strength(weights, groups, strength, float(penalty))
+        group_penalty, lam = self.group_terms(weights, groups, strength, float(penalty))
         member = groups >= 0
-        if np.isinf(strength):  # the penalty must keep up with the coupling (class docstring)
-            penalties[member] = np.maximum(penalties[member], lam[groups[member]])
+        penalties[member] = group_penalty[groups[member]]
         siblings = SiblingCoupling.from_tokens(groups, block.token_ids, block.sizes, lam)
         return OneHotProblems(weights, penalties, block.sizes, siblings)
 
-    def group_strength(self, weights: np.ndarray, groups: np.ndarray, strength: float,
-                       penalty: float) -> np.ndarray:
-        """lambda_g [G] the anneal uses (`coupling.annealed_strength`)."""
-        return np.full(int(groups.max(initial=-1)) + 1,
-                       coupling.annealed_strength(strength, penalty))
+    def group_terms(self, weights: np.ndarray, groups: np.ndarray, strength: float,
+                    penalty: float) -> tuple[np.ndarray, np.ndarray]:
+        """(A_g, lambda_g) [G] each, what the anneal of each group uses: A_g = A_0 + ln n for a
+        group of n rows (module docstring), lambda_g the coupling (A_g for inf)."""
+        n = np.bincount(groups[groups >= 0])
+        group_penalty = penalty + np.log(n)
+        lam = group_penalty if np.isinf(strength) else np.full(n.size, strength)
+        return group_penalty, lam
 
     @abstractmethod
     def choose(self, energies: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -151,16 +157,15 @@ class GumbelMode(Mode):
         choice[member] = order[member, coupling.positions(groups)[member]]
         return choice
 
-    def group_strength(self, weights: np.ndarray, groups: np.ndarray, strength: float,
-                       penalty: float) -> np.ndarray:
-        """lambda_g = A_0 + max(0, -w_(n)) per group of n rows (module docstring)."""
+    def group_terms(self, weights: np.ndarray, groups: np.ndarray, strength: float,
+                    penalty: float) -> tuple[np.ndarray, np.ndarray]:
+        """A_g = lambda_g = A_0 + max(0, -w_(n)) per group of n rows (module docstring)."""
         member = np.flatnonzero(groups >= 0)
         n = coupling.sizes(groups)[member]
         nth = -np.sort(-weights[member], axis=1)[np.arange(member.size), n - 1]
         out = np.full(int(groups.max(initial=-1)) + 1, penalty)
         np.maximum.at(out, groups[member], penalty + np.maximum(0.0, -nth))
-        return out
-
+        return out, out
 
 class BoltzmannMode(Mode):
     name = "boltzmann"
