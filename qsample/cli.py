@@ -96,12 +96,13 @@ def _generate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     fields = {"mode": args.mode, "backend": args.backend, "top_k": args.top_k,
               "top_p": args.top_p, "min_p": args.min_p, "temperature": args.temperature,
-              "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps}
+              "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps,
+              "coupling": args.coupling, "coupling_scope": args.coupling_scope}
     config = SamplerConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     if args.dry_run:
         return _dry_run(config, args.max_new_tokens)
 
-    from .plugins.transformers import generate_text
+    from .plugins.transformers import generate_group
     from .plugins.transformers.models import load_model
 
     start = time.perf_counter()
@@ -114,11 +115,18 @@ def _generate(args: argparse.Namespace) -> int:
     for label, plain in runs:
         if plain:
             print("\n--- baseline: plain sampling, same settings and seed ---", flush=True)
-        result = generate_text(model, tokenizer, args.prompt, config, plain=plain,
+        group = generate_group(model, tokenizer, args.prompt, config, n=args.n, plain=plain,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
-                               chat=args.chat, stream=sys.stdout)
-        line = (f"qsample: [{label}] {result.new_tokens} tokens in {result.seconds:.1f} s "
-                f"({result.tokens_per_second:.1f} tokens/s)")
+                               chat=args.chat, stream=sys.stdout if args.n == 1 else None)
+        for index, sibling in enumerate(group if args.n > 1 else []):
+            print(f"--- sequence {index + 1} of {args.n} ---\n{sibling.text}", flush=True)
+        result = group[0]
+        tokens = sum(sibling.new_tokens for sibling in group)
+        line = (f"qsample: [{label}] {tokens} tokens in {result.seconds:.1f} s "
+                f"({tokens / result.seconds:.1f} tokens/s)")
+        if args.n > 1:
+            distinct = len({tuple(sibling.token_ids) for sibling in group})
+            line += f", {distinct} distinct sequences of {args.n}"
         if result.processor is not None:
             summary = result.processor.summary(wall_seconds=result.seconds)
             line += (f", sampler {100 * summary['sampler_share']:.1f}% of the time, "
@@ -126,10 +134,10 @@ def _generate(args: argparse.Namespace) -> int:
                      f"{1e3 * summary['warmup_seconds']:.0f} ms)")
             timing = summary.get("backend_timing") or {}
             if "qpu_access_time" in timing:
-                tokens = max(1, result.new_tokens)
                 line += (f", QPU: {timing.get('qpu_calls', 0):.0f} calls, "
                          f"{timing['qpu_access_time'] / 1e6:.3f} s access time "
-                         f"({timing['qpu_access_time'] / 1e3 / tokens:.1f} ms per token)")
+                         f"({timing['qpu_access_time'] / 1e3 / max(1, tokens):.1f} ms per "
+                         "token)")
             if args.trace:
                 lines = result.processor.telemetry.write_jsonl(args.trace)
                 line += f", {lines} telemetry records -> {args.trace}"
@@ -426,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--num-reads", type=int, default=None)
     gen.add_argument("--num-sweeps", type=int, default=None)
+    gen.add_argument("--n", type=int, default=1,
+                     help="sequences drawn together for the prompt (num_return_sequences)")
+    gen.add_argument("--coupling", default=None,
+                     help="lambda >= 0 between the n sequences, or 'distinct' (default 0)")
+    gen.add_argument("--coupling-scope", default=None, help="prefix (default) or always")
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")

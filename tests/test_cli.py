@@ -77,6 +77,17 @@ def test_generate_streams_text_and_writes_the_trace(tiny_llama_dir, tmp_path, ca
     assert len(trace.read_text().splitlines()) == 6
 
 
+def test_generate_draws_coupled_sequences(tiny_llama_dir, capsys):
+    code = main(["generate", "Once upon a time", "--model", str(tiny_llama_dir), "--n", "3",
+                 "--coupling", "distinct", "--top-k", "16", "--max-new-tokens", "5"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("--- sequence") == 3
+    assert "3 distinct sequences of 3" in captured.err
+    assert main(["generate", "x", "--model", str(tiny_llama_dir), "--coupling", "-1"]) == 2
+    assert "coupling=" in capsys.readouterr().err
+
+
 def test_generate_same_seed_same_text(tiny_llama_dir, capsys):
     outs = []
     for _ in range(2):

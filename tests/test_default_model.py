@@ -330,3 +330,20 @@ def test_generate_on_the_default_model_end_to_end(converted, tmp_path, capsys) -
         assert len(records) == 12 and {r["k"] for r in records} == {64}
         assert all(r["fallback"] is None and r["valid_reads"] > 0 for r in records)
     assert texts[0] == texts[1] and len(texts[0].split()) >= 3
+
+
+def test_joint_sequences_on_the_default_model(converted, tmp_path, capsys) -> None:
+    """Four sequences drawn as one coupled problem per step on the real default model: with
+    "distinct" every sibling is a different sequence (they part at the first token); the trace
+    shows the first step coupled all four rows in one group."""
+    from qsample.cli import main
+
+    trace = tmp_path / "trace.jsonl"
+    assert main(["generate", "Once upon a time,", "--n", "4", "--coupling", "distinct",
+                 "--max-new-tokens", "6", "--seed", "3", "--trace", str(trace)]) == 0
+    captured = capsys.readouterr()
+    assert "4 distinct sequences of 4" in captured.err and "0 fallbacks" in captured.err
+    assert captured.out.count("--- sequence") == 4
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [r["group"] for r in records if r["step"] == 0] == [0, 0, 0, 0]
+    assert len({r["token_id"] for r in records if r["step"] == 0}) == 4

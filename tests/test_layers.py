@@ -10,7 +10,7 @@ Layers, bottom up (a module may import its own layer and the ones below):
     leaves   qsample.{errors, rng, problems, cache, moved}: import nothing from qsample
     annealer qsample.annealer.*
     backends qsample.backends.*
-    core     qsample (package), qsample.{config, candidates, modes, sampler, telemetry}
+    core     qsample (package), qsample.{config, candidates, coupling, modes, sampler, telemetry}
     tools    qsample.tools.*, qsample.evaluation.*
     adapters qsample.plugins.*
     cli      qsample.cli
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"qsample": ROOT / "qsample", "qsample.plugins": ROOT / "plugins"}
 LAYERS = ("leaves", "annealer", "backends", "core", "tools", "adapters", "cli")
 LEAVES = {"qsample.errors", "qsample.rng", "qsample.problems", "qsample.cache", "qsample.moved"}
-CORE = {"qsample", "qsample.config", "qsample.candidates", "qsample.modes", "qsample.sampler",
-        "qsample.telemetry"}
+CORE = {"qsample", "qsample.config", "qsample.candidates", "qsample.coupling", "qsample.modes",
+        "qsample.sampler", "qsample.telemetry"}
 
 
 def _modules() -> dict[str, Path]:

@@ -65,7 +65,8 @@ def test_custom_generate_takes_n_from_the_generation_config(tiny_llama):
                                        num_return_sequences=N)
     via_processor = generate(tiny_llama, processor)
     out = model.generate(**inputs, custom_generate=qsample_generate, num_return_sequences=N,
-                         do_sample=True, max_new_tokens=NEW_TOKENS, pad_token_id=tokenizer.pad_token_id,
+                         do_sample=True, max_new_tokens=NEW_TOKENS,
+                         pad_token_id=tokenizer.pad_token_id,
                          qsample={"mode": "gumbel", "coupling": "distinct", "top_k": 16,
                                   "seed": 0})
     new = out[:, inputs["input_ids"].shape[1]:].reshape(len(PROMPTS), N, -1)

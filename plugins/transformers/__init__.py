@@ -6,13 +6,20 @@
   Hugging Face folder, or a hub id.
 """
 
-from .generation import GenerationResult, generate_kwargs, generate_text, qsample_generate
+from .generation import (
+    GenerationResult,
+    generate_group,
+    generate_kwargs,
+    generate_text,
+    qsample_generate,
+)
 from .processor import QSampleLogitsProcessor, check_generation_mode
 
 __all__ = [
     "GenerationResult",
     "QSampleLogitsProcessor",
     "check_generation_mode",
+    "generate_group",
     "generate_kwargs",
     "generate_text",
     "qsample_generate",

@@ -153,9 +153,25 @@ def generate_text(model, tokenizer, prompt: str, config: SamplerConfig, *, plain
     transformers sampling at the config's temperature / top-k / top-p / min-p and the same seed
     (`generate_kwargs`). Streams the text to ``stream`` as it is produced; ``raw_logits`` keeps
     the model's logits of each step in the result."""
+    return generate_group(model, tokenizer, prompt, config, plain=plain,
+                          max_new_tokens=max_new_tokens, seed=seed, chat=chat, stream=stream,
+                          raw_logits=raw_logits)[0]
+
+
+def generate_group(model, tokenizer, prompt: str, config: SamplerConfig, *, n: int = 1,
+                   plain: bool = False, max_new_tokens: int = 64, seed: int = 0,
+                   chat: bool = False, stream: TextIO | None = None, raw_logits: bool = False
+                   ) -> list[GenerationResult]:
+    """``n`` continuations of ``prompt`` from one ``generate`` call (``num_return_sequences``;
+    qsample couples them by the config's ``coupling``), as `generate_text`. Each row ends at
+    its first end-of-sequence token (later steps are padding); all share the call's wall time
+    and processor. Streaming needs n = 1."""
+    if stream is not None and n > 1:
+        raise ValueError("streaming shows one continuation: use n = 1 with a stream")
     inputs = encode_prompt(tokenizer, [prompt], chat, model.device)
     streamer = _StreamTo(tokenizer, stream) if stream is not None else None
-    kwargs, processor = generate_kwargs(config.replace(seed=seed), plain=plain)
+    kwargs, processor = generate_kwargs(config.replace(seed=seed), plain=plain,
+                                        num_return_sequences=n)
     if plain:
         torch.manual_seed(seed)
     start = time.perf_counter()
@@ -163,7 +179,13 @@ def generate_text(model, tokenizer, prompt: str, config: SamplerConfig, *, plain
                             pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
                             output_logits=raw_logits)
     seconds = time.perf_counter() - start
-    new = output.sequences[0, inputs["input_ids"].shape[1]:]
-    logits = torch.stack([step[0] for step in output.logits]) if raw_logits else None
-    return GenerationResult(tokenizer.decode(new, skip_special_tokens=True), new.tolist(),
-                            seconds, processor, logits)
+    stop = model.generation_config.eos_token_id
+    stop = set(stop if isinstance(stop, list) else [] if stop is None else [stop])
+    results = []
+    for row, new in enumerate(output.sequences[:, inputs["input_ids"].shape[1]:].tolist()):
+        length = next((t + 1 for t, token in enumerate(new) if token in stop), len(new))
+        logits = (torch.stack([step[row] for step in output.logits[:length]])
+                  if raw_logits else None)
+        results.append(GenerationResult(tokenizer.decode(new[:length], skip_special_tokens=True),
+                                        new[:length], seconds, processor, logits))
+    return results

@@ -15,7 +15,9 @@
 Requests opt in through ``SamplingParams(extra_args={...})`` or the server's ``vllm_xargs``:
 ``"qsample": 1`` (operator defaults) and/or ``qsample_<field>`` for the fields in
 `admission.REQUEST_FIELDS`. Temperature / top-k / top-p / min-p default to the request's own
-sampling parameters, so the annealer samples the distribution the request asked for.
+sampling parameters, so the annealer samples the distribution the request asked for. An
+``n > 1`` request with ``qsample_coupling`` (and ``qsample_coupling_scope``) has its children
+sampled jointly, never with another request's rows (`admission.GROUP_KEY`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 
 from . import metrics
 from .admission import (
+    GROUP_KEY,
     OPT_IN_KEY,
     REQUEST_FIELDS,
     OperatorConfig,
@@ -45,6 +48,7 @@ from .processor import (
 )
 
 __all__ = [
+    "GROUP_KEY",
     "OPT_IN_KEY",
     "REQUEST_FIELDS",
     "OperatorConfig",

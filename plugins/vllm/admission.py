@@ -8,6 +8,15 @@ sampler the request would use once per distinct configuration (so the backend's 
 modes, parameters and credentials are checked, `Admission`), caps the annealing cost per step,
 and gives an ``n > 1`` request a vLLM seed so that each child gets its own stream.
 
+Joint sampling (``qsample_coupling``): vLLM splits an ``n > 1`` request into n child requests
+after ``validate_params`` and gives the engine no parent link, but copies ``extra_args`` to
+every child. `admit` therefore stamps a coupled ``n > 1`` request with a fresh random group id
+under `GROUP_KEY`, in a new ``extra_args`` dict of that request's own (vLLM may share one dict
+among the prompts of a request, or a caller among its calls), and the engine couples only rows
+that carry the same id (`request_group`): one request's children, never another request's
+rows. The key is the plugin's own: a value a request brings is replaced or dropped by `admit`
+and refused by the middleware, so no request can join another's group.
+
 Streaming requests are validated by vLLM only once the response has started (HTTP 200, then
 an error event); `admission_middleware`, passed to the server as
 ``--middleware qsample.plugins.vllm.admission_middleware``, runs the same checks on the raw JSON
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -38,8 +48,12 @@ logger = logging.getLogger("vllm.qsample")
 
 #: Per-request keys (``qsample_<field>``) and the SamplerConfig field each sets.
 REQUEST_FIELDS = ("mode", "backend", "top_k", "top_p", "min_p", "temperature", "seed",
-                  "num_reads", "num_sweeps", "penalty")
+                  "num_reads", "num_sweeps", "penalty", "coupling", "coupling_scope")
 OPT_IN_KEY = "qsample"
+#: The coupling group `admit` stamps on a coupled ``n > 1`` request (see the module docstring).
+GROUP_KEY = "qsample_group"
+#: The group of a row sampled alone (`QuantumSampler.sample`'s ``groups``).
+UNCOUPLED = -1
 #: vLLM seeds are signed 64-bit and children of an ``n > 1`` request add their index.
 SEED_MODULUS = 2**62
 SEED_LIMIT = 2**64  # qsample's counter-based keys are uint64
@@ -179,7 +193,8 @@ def request_config(params: Any) -> RequestPlan | None:
         QSampleRequestError: a bad, unknown or disallowed value, naming the key.
     """
     extra = getattr(params, "extra_args", None) or {}
-    keys = [k for k in extra if k == OPT_IN_KEY or k.startswith(OPT_IN_KEY + "_")]
+    keys = [k for k in extra
+            if (k == OPT_IN_KEY or k.startswith(OPT_IN_KEY + "_")) and k != GROUP_KEY]
     if not keys or (keys == [OPT_IN_KEY] and not _truthy(extra[OPT_IN_KEY])):
         return None
     operator = operator_config()
@@ -217,6 +232,15 @@ def request_config(params: Any) -> RequestPlan | None:
     else:
         seed = config.seed if vllm_seed is None else int(qrng.combine(config.seed, vllm_seed))
     return RequestPlan(config.replace(seed=0), int(seed))
+
+
+def request_group(params: Any, config: SamplerConfig) -> int:
+    """The coupling group `admit` stamped on a coupled request (each child inherits it), or
+    `UNCOUPLED`."""
+    if not config.coupling:
+        return UNCOUPLED
+    group = (params.extra_args or {}).get(GROUP_KEY)
+    return UNCOUPLED if group is None else int(group)
 
 
 def _refusal(exc: ConfigError) -> QSampleRequestError:
@@ -298,8 +322,10 @@ def admit(params: Any) -> RequestPlan | None:
 def check_request(params: Any) -> RequestPlan | None:
     """Everything a request is checked against before it runs (see the module docstring).
 
-    Mutates ``params`` in one case: an ``n > 1`` request with ``qsample_seed`` and no vLLM seed
-    gets ``seed = qsample_seed mod 2^62``, so vLLM gives its children distinct seeds.
+    Mutates ``params``: an ``n > 1`` request with ``qsample_seed`` and no vLLM seed gets
+    ``seed = qsample_seed mod 2^62``, so vLLM gives its children distinct seeds; a coupled
+    ``n > 1`` request gets a fresh group id under `GROUP_KEY` in a new ``extra_args`` dict, and
+    any other request loses a `GROUP_KEY` it brought (see the module docstring).
 
     Raises:
         QSampleRequestError: naming the key (vLLM answers HTTP 400 with the message).
@@ -321,16 +347,29 @@ def check_request(params: Any) -> RequestPlan | None:
             f"{request.num_sweeps} x top_k {config.top_k} = {sampler.cost}, exceeds this server's "
             f"cap of {cap} for backend '{config.backend_name}': lower qsample_num_sweeps, "
             f"qsample_num_reads or qsample_top_k")
+    n = getattr(params, "n", 1) or 1
+    if math.isinf(config.coupling) and n > config.top_k:
+        raise QSampleRequestError(
+            "qsample_coupling", f"qsample_coupling='distinct' gives each of the n = {n} "
+            f"children its own token: top_k = {config.top_k} candidates are too few")
     extra = params.extra_args
-    if (getattr(params, "n", 1) or 1) > 1 and getattr(params, "seed", None) is None \
-            and f"{OPT_IN_KEY}_seed" in extra:
+    siblings = n > 1
+    if siblings and getattr(params, "seed", None) is None and f"{OPT_IN_KEY}_seed" in extra:
         params.seed = plan.seed % SEED_MODULUS
+    if (siblings and config.coupling) or GROUP_KEY in extra:
+        params.extra_args = {k: v for k, v in extra.items() if k != GROUP_KEY}
+        if siblings and config.coupling:
+            params.extra_args[GROUP_KEY] = qrng.fresh_seed()
     return plan
 
 
 def check_raw_arguments(xargs: dict[str, Any]) -> None:
     """Refuse JSON booleans among qsample keys of a raw ``vllm_xargs`` object (vLLM's request
-    model turns ``true`` into 1: ``qsample_top_k: true`` would silently mean greedy)."""
+    model turns ``true`` into 1: ``qsample_top_k: true`` would silently mean greedy), and
+    `GROUP_KEY`, which only the server sets."""
+    if GROUP_KEY in xargs:
+        raise QSampleRequestError(GROUP_KEY, f"{GROUP_KEY} is set by the server (it couples the "
+                                  "children of one n > 1 request): use qsample_coupling")
     for key, value in xargs.items():
         if key.startswith(OPT_IN_KEY + "_") and isinstance(value, bool):
             raise QSampleRequestError(key, f"{key}={json.dumps(value)} is not allowed: expected "

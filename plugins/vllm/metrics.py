@@ -13,6 +13,7 @@ the engine's series reach it in one of two ways:
 
 Series (counters end in ``_total``): ``qsample_requests_admitted_total``,
 ``qsample_requests_refused_total{key}`` (API server); ``qsample_rows_total``,
+``qsample_coupled_rows_total`` (rows sampled jointly with a sibling),
 ``qsample_sampler_calls_total``, ``qsample_fallback_rows_total{reason}``,
 ``qsample_error_rows_total{reason}``, ``qsample_sampler_seconds`` (histogram per call),
 ``qsample_backend_calls_total{backend}``, ``qsample_backend_seconds_total{backend}``,
@@ -50,6 +51,8 @@ def _multiprocess() -> bool:
 # The engine's series live in a registry of their own: its snapshot holds nothing else.
 ENGINE_REGISTRY = CollectorRegistry(auto_describe=True)
 ROWS = Counter("qsample_rows", "Rows (tokens) sampled by qsample", registry=ENGINE_REGISTRY)
+COUPLED = Counter("qsample_coupled_rows", "Rows sampled jointly with sibling rows of their request",
+                  registry=ENGINE_REGISTRY)
 CALLS = Counter("qsample_sampler_calls", "QuantumSampler calls (one per configuration per step)",
                 registry=ENGINE_REGISTRY)
 FALLBACKS = Counter("qsample_fallback_rows", "Rows sampled by the fallback policy, by reason",
@@ -101,6 +104,9 @@ def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
     _count_call(rows, seconds)
     if step is None:
         return
+    coupled = int((step.group >= 0).sum())
+    if coupled:
+        COUPLED.inc(coupled)
     if step.backend_calls:
         BACKEND_CALLS.labels(backend=step.backend).inc(step.backend_calls)
         BACKEND_SECONDS.labels(backend=step.backend).inc(step.backend_seconds)

@@ -33,6 +33,16 @@ Requests without qsample keys are not touched: ``apply`` returns the logits unch
 `QuantumSampler.sample` call, row keys hash(request seed, output position), so a request's
 tokens do not depend on its batch neighbours; their logits become -inf except the chosen token.
 
+Joint sampling. The children of one ``n > 1`` request with ``qsample_coupling`` carry the
+group id `admission.admit` stamped on the parent (vLLM has no parent link in the engine); each
+step, the rows of one configuration that carry the same id are one coupled group, so a
+request's tokens never depend on another request's rows. Children need not share a step: the
+siblings present are coupled. With scope ``"prefix"`` the group is split further by the
+children's generated prefixes, hashed incrementally per request (only the tokens added since
+the last step are read: V1 from vLLM's live output list, MRV2 from ``req_states.all_token_ids``
+on the device); under speculative decoding only a request's first row, whose prefix is
+committed, is coupled. Requests that are not coupled take the path above unchanged.
+
 Failures. Configuration mistakes are refused at admission (`admission.admit`, HTTP 400). A
 failure during a step follows the operator's policy: ``"exact"`` samples the rows classically
 from the same target with the same keys (`qsample.sample_target`, so the request stays
@@ -47,6 +57,7 @@ from __future__ import annotations
 import inspect
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,12 +77,22 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
 from qsample import LogitsError, SamplerConfig, sample_target
 from qsample import rng as qrng
 from qsample.backends import FailureKind
+from qsample.coupling import split_by_prefix
 
 from . import metrics
-from .admission import SamplerCache, admit, operator_config, request_config
+from .admission import (
+    UNCOUPLED,
+    SamplerCache,
+    admit,
+    operator_config,
+    request_config,
+    request_group,
+)
 
 logger = init_logger("vllm.qsample")  # under vLLM's configured "vllm" logger
 LOG_INTERVAL_SECONDS = 30.0
+#: The running prefix hash of an empty output.
+EMPTY_PREFIX = 0
 
 
 @dataclass
@@ -79,6 +100,18 @@ class _Request:
     config: SamplerConfig
     seed: int
     output_tokens: list[int] | None = None  # V1: vLLM's live list of output tokens
+    slot: int | None = None  # MRV2: the request's slot in req_states
+    group: int = UNCOUPLED  # the coupling group of its parent request (`request_group`)
+    hashed: int = 0  # output tokens folded into prefix_hash so far
+    prefix_hash: int = EMPTY_PREFIX
+
+    def fold(self, tokens: Sequence[int]) -> None:
+        """Extend the running hash of the output prefix by the tokens that follow it."""
+        prefix = np.uint64(self.prefix_hash)
+        for token in tokens:
+            prefix = qrng.combine(prefix, token)
+        self.prefix_hash = int(prefix)
+        self.hashed += len(tokens)
 
 
 @dataclass
@@ -88,6 +121,7 @@ class PluginStats:
 
     steps: int = 0
     rows: int = 0
+    coupled_rows: int = 0  # sampled jointly with sibling rows
     sampler_calls: int = 0
     fallbacks: int = 0
     errors: int = 0
@@ -148,24 +182,31 @@ class RowSamplingCore:
         admit(sampling_params)
 
     @staticmethod
-    def track(params: Any, output_tokens: list[int] | None = None) -> _Request | None:
+    def track(params: Any, output_tokens: list[int] | None = None,
+              slot: int | None = None) -> _Request | None:
         """A request's state, or None when it does not opt in."""
         plan = request_config(params)
-        return None if plan is None else _Request(plan.config, plan.seed, output_tokens)
+        if plan is None:
+            return None
+        return _Request(plan.config, plan.seed, output_tokens, slot,
+                        request_group(params, plan.config))
 
     def sample_rows(self, logits: torch.Tensor, rows: list[int], requests: list[_Request],
                     positions: list[int]) -> torch.Tensor:
         """Force each of ``rows`` to the token qsample samples for it, in place: one sampler
-        call per configuration, row r keyed by hash(seed of requests[r], positions[r])."""
-        groups: dict[SamplerConfig, list[int]] = {}
+        call per configuration, row r keyed by hash(seed of requests[r], positions[r]), coupled
+        rows grouped by `_groups`."""
+        batches: dict[SamplerConfig, list[int]] = {}
         for n, request in enumerate(requests):
-            groups.setdefault(request.config, []).append(n)
+            batches.setdefault(request.config, []).append(n)
         self.stats.steps += 1
-        for config, members in groups.items():
+        for config, members in batches.items():
             index = torch.tensor([rows[n] for n in members], device=logits.device)
             row_seeds = qrng.combine(np.array([requests[n].seed for n in members], np.uint64),
                                      np.array([positions[n] for n in members], np.uint64))
-            tokens = self._sample_group(config, logits.index_select(0, index), row_seeds)
+            groups = self._groups(config, [requests[n] for n in members],
+                                  [positions[n] for n in members])
+            tokens = self._sample_group(config, logits.index_select(0, index), row_seeds, groups)
             if tokens is None:
                 continue
             forced = torch.full((len(members), logits.shape[1]), float("-inf"),
@@ -176,20 +217,52 @@ class RowSamplingCore:
         metrics.publish()
         return logits
 
-    def _sample_group(self, config: SamplerConfig, block: torch.Tensor,
-                      row_seeds: np.ndarray) -> torch.Tensor | None:
+    def _groups(self, config: SamplerConfig, requests: list[_Request],
+                positions: list[int]) -> np.ndarray | None:
+        """The coupling groups of one configuration's rows (`QuantumSampler.sample`'s
+        ``groups``): rows of one parent request share its group; with scope ``"prefix"`` only
+        those whose outputs so far are identical stay together. None when no row is coupled."""
+        if not config.coupling:
+            return None
+        groups = np.array([request.group for request in requests], np.int64)
+        if (groups == UNCOUPLED).all():
+            return None
+        if config.coupling_scope != "prefix":
+            return groups
+        coupled = np.flatnonzero(groups != UNCOUPLED).tolist()
+        chunks = self.new_output_tokens([requests[n] for n in coupled],
+                                        [positions[n] for n in coupled])
+        prefixes = np.zeros(len(requests), np.uint64)
+        for n, chunk in zip(coupled, chunks, strict=True):
+            request = requests[n]
+            if chunk is not None:
+                request.fold(chunk)
+            if request.hashed != positions[n]:  # prefix unknown this step: sampled alone
+                groups[n] = UNCOUPLED
+            prefixes[n] = request.prefix_hash
+        return split_by_prefix(groups, prefixes.view(np.int64))
+
+    def new_output_tokens(self, requests: list[_Request],
+                          positions: list[int]) -> list[Sequence[int] | None]:
+        """Each request's output tokens from ``request.hashed`` up to its row's position (what
+        its prefix hash lacks), or None where they are not known this step (the runner's)."""
+        raise NotImplementedError
+
+    def _sample_group(self, config: SamplerConfig, block: torch.Tensor, row_seeds: np.ndarray,
+                      groups: np.ndarray | None) -> torch.Tensor | None:
         """Tokens for one configuration's rows, or None to leave them to vLLM."""
         start = time.perf_counter()
         rows = block.shape[0]
         self.stats.sampler_calls += 1
         try:
             sampler = self.samplers.get(config)
-            tokens = sampler.sample(block, row_seeds=row_seeds)
+            tokens = sampler.sample(block, row_seeds=row_seeds, groups=groups)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self.stats.last_error = reason
             fallback = operator_config().fallback == "exact" and not isinstance(exc, LogitsError)
-            tokens = sample_target(block, config, row_seeds) if fallback else None
+            tokens = (sample_target(block, config, row_seeds, groups=groups) if fallback
+                      else None)
             seconds = time.perf_counter() - start
             self.stats.sampler_seconds += seconds
             metrics.record_failure(rows, reason, seconds, fallback=fallback)
@@ -207,6 +280,8 @@ class RowSamplingCore:
         self.stats.sampler_seconds += seconds
         step = sampler.last_step
         metrics.record_step(step, rows, seconds)
+        if step is not None:
+            self.stats.coupled_rows += int((step.group >= 0).sum())
         if step is not None and step.fallback_count:
             self.stats.fallbacks += step.fallback_count
             row = int(np.flatnonzero(step.fallback_kind)[0])
@@ -240,6 +315,13 @@ class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
         positions = [len(request.output_tokens) for request in requests]
         return self.sample_rows(logits, rows, requests, positions)
 
+    def new_output_tokens(self, requests: list[_Request],
+                          positions: list[int]) -> list[Sequence[int] | None]:
+        chunks = [request.output_tokens[request.hashed:position]
+                  for request, position in zip(requests, positions, strict=True)]
+        # a -1 is a placeholder of async scheduling, not a token: the prefix stops before it
+        return [chunk[:chunk.index(-1)] if -1 in chunk else chunk for chunk in chunks]
+
 
 class QSampleV2Processor(RowSamplingCore, V2LogitsProcessor):
     """qsample under vLLM's Model Runner V2 (see the module docstring)."""
@@ -251,7 +333,7 @@ class QSampleV2Processor(RowSamplingCore, V2LogitsProcessor):
         self.req_states = req_states
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
-        request = self.track(sampling_params)
+        request = self.track(sampling_params, slot=req_idx)
         if request is None:  # the slot may hold an opted-in request's state: drop it
             self.requests.pop(req_idx, None)
             return False
@@ -279,6 +361,33 @@ class QSampleV2Processor(RowSamplingCore, V2LogitsProcessor):
             requests.append(request)
             positions.append(int(pos[row] + 1 - prompt[row]))
         return rows, requests, positions
+
+    def new_output_tokens(self, requests: list[_Request],
+                          positions: list[int]) -> list[Sequence[int] | None]:
+        """One gather from ``all_token_ids`` on the device for every request's missing tokens;
+        a request's later rows in a step are draft rows (their prefix is not committed): None."""
+        chunks: list[Sequence[int] | None] = [None] * len(requests)
+        spans: list[tuple[int, int]] = []  # (request's index, tokens it takes)
+        slots: list[int] = []
+        columns: list[int] = []
+        seen: set[int] = set()
+        for n, (request, position) in enumerate(zip(requests, positions, strict=True)):
+            if request.slot in seen:
+                continue
+            seen.add(request.slot)
+            prompt = int(self.req_states.prompt_len.np[request.slot])
+            wanted = range(prompt + request.hashed, prompt + position)
+            slots.extend([request.slot] * len(wanted))
+            columns.extend(wanted)
+            spans.append((n, len(wanted)))
+        history = self.req_states.all_token_ids.gpu
+        tokens = history[torch.tensor(slots, device=history.device),
+                         torch.tensor(columns, device=history.device)].tolist() if columns else []
+        start = 0
+        for n, count in spans:
+            chunks[n] = tokens[start:start + count]
+            start += count
+        return chunks
 
 
 ADAPTERS = (QSampleV1Processor, QSampleV2Processor)
