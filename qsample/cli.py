@@ -100,7 +100,7 @@ def _generate(args: argparse.Namespace) -> int:
               "coupling": args.coupling, "coupling_scope": args.coupling_scope}
     config = SamplerConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     if args.dry_run:
-        return _dry_run(config, args.max_new_tokens)
+        return _dry_run(config, args.max_new_tokens, args.n)
 
     from .plugins.transformers import generate_group
     from .plugins.transformers.models import load_model
@@ -145,21 +145,24 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(config, max_new_tokens: int) -> int:
-    """Print what a generation would cost on the config's backend, spending nothing."""
+def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
+    """Print what a generation of ``rows`` sequences (coupled siblings when the config couples)
+    would cost on the config's backend, spending nothing."""
     from .backends import make_backend
     from .sampler import resolve_request
 
     backend = make_backend(config.backend)
     request = resolve_request(config, backend)
     reads = request.num_reads
-    print(f"qsample dry run: {max_new_tokens} decoding steps x 1 row, {config.mode}/"
+    print(f"qsample dry run: {max_new_tokens} decoding steps x {rows} rows, {config.mode}/"
           f"{backend.name}, top_k={config.top_k}, {reads} reads per row")
     if not hasattr(backend, "estimate"):
         print(f"backend '{backend.name}' makes no QPU calls: {max_new_tokens} backend calls, "
               f"no QPU time")
         return 0
-    cost = backend.estimate(batch=1, top_k=config.top_k, num_reads=reads, steps=max_new_tokens)
+    group = rows if config.coupling > 0 else 1
+    cost = backend.estimate(batch=rows, top_k=config.top_k, num_reads=reads, steps=max_new_tokens,
+                            group_size=group)
     print(f"QPU calls: {cost['calls']:.0f} ({cost['calls_per_step']:.0f} per step, up to "
           f"{cost['rows_per_call']:.0f} rows packed per call); estimated QPU access time "
           f"{cost['qpu_access_seconds']:.3f} s ({1e3 * cost['qpu_access_seconds_per_call']:.1f} "

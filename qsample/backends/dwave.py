@@ -10,6 +10,21 @@ handled like any invalid read (the mode's policy, then the fallback). Telemetry'
 ``qpu_calls``, and ``chains_broken`` / ``chains`` (read x chain counts, so that
 ``chain_break_fraction`` can be recomputed over any number of steps).
 
+Coupled siblings (`qsample.problems.SiblingCoupling`). A group of n rows is one problem: n
+K-cliques plus lambda on every pair of its rows' candidates with one token. A clique embedding of
+n x K variables has a coupler between every two chains, so it holds the group whatever tokens
+the rows share (row r of the group on chains r K .. r K + K_r - 1). A step is planned in slots
+of c x K variables, c the largest group: a slot holds parts (groups and uncoupled rows) of c rows
+in all, first fit, largest part first, and a call takes as many slots as there are disjoint
+(c x K)-cliques in the packing (without groups c = 1: one row per K-clique, as before). Uncoupled
+rows then sit on the longer chains of a (c x K)-clique, a little less qubit-thrifty than
+K-cliques, but one packing serves the whole step. A group whose (n x K)-clique does not fit the
+working graph is embedded as its own graph (`GroupGraph`) by ``minorminer.find_embedding``,
+packed and cached on disk by that graph's structure, and sent in calls of its own; where
+minorminer finds none the step raises `ConfigError` (top_k or n too large for the QPU), as an
+uncoupled K that fits no clique does. Every group lies in one call, so read j of all its rows is
+one QPU sample.
+
 Temperature. ``gumbel`` needs only the ground state: the QPU auto-scales the problem. For
 ``boltzmann`` the QPU samples roughly exp(-beta_qpu E') where E' is the programmed energy and
 beta_qpu its effective inverse temperature (about 6 in problem units on Advantage, FACTS.md; a
@@ -27,19 +42,25 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dimod
 import numpy as np
 
-from ..cache import EMBEDDING_FOLDER, cache_root, load_calibration, write_json
+from ..cache import EMBEDDING_FOLDER, cache_root, load_calibration, read_json, write_json
 from ..errors import ConfigError
-from ..problems import OneHotProblems
+from ..problems import OneHotProblems, SiblingCoupling
 from .base import Backend, Failures, SolveRequest, SolveResult
 from .dimod_backends import add_timing, union_reads
 
 DEFAULT_BETA_QPU = 6.0  # Advantage, problem units (FACTS.md); `qsample calibrate` refines it
 MAX_K_PROPERTY = "qsample_max_k"  # a solver property: the largest clique its sampler can solve
+# a solver property: the most variables (n x K) of one coupled group its sampler can solve
+MAX_GROUP_PROPERTY = "qsample_max_group_variables"
+MINOR_TIMEOUT_S = 60.0  # minorminer's search time for one group embedding no clique holds
+MINOR_SEED = 0  # minorminer's random seed: one graph structure, one embedding
 
 # QPU access-time model of `DWaveBackend.estimate`, microseconds (D-Wave's published timing
 # breakdown for Advantage; a solver's own ``default_*`` properties override the defaults).
@@ -85,9 +106,47 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-class CliquePacking:
-    """Disjoint clique embeddings of size K in a working graph, found greedily with busclique
-    (each on the graph left by the previous ones) and cached on disk per (graph, K)."""
+@dataclass(frozen=True)
+class GroupGraph:
+    """The logical graph of one coupled group, the key of its minorminer embeddings: row r's
+    candidates are the nodes o_r .. o_r + K_r - 1 (o_r = K_0 + .. + K_{r-1}), a clique each, plus
+    the sibling edges (pairs of nodes on one token)."""
+
+    sizes: tuple[int, ...]
+    siblings: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, part: OneHotProblems) -> GroupGraph:
+        """The graph of ``part``, one group's rows."""
+        position = np.cumsum(part.variable_mask.ravel()) - 1  # b * width + i -> o_b + i
+        u, v, _ = part.siblings.edges(part.width)
+        u, v = position[u], position[v]
+        pairs = sorted(zip(np.minimum(u, v).tolist(), np.maximum(u, v).tolist(), strict=True))
+        return cls(tuple(int(k) for k in part.sizes), tuple(pairs))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.sizes, self.siblings]).encode()).hexdigest()[:16]
+
+    def graph(self):
+        """The graph as ``networkx.Graph`` (nodes 0 .. sum K_r - 1)."""
+        import networkx as nx
+
+        graph = nx.Graph()
+        graph.add_nodes_from(range(sum(self.sizes)))
+        offset = 0
+        for k in self.sizes:
+            graph.add_edges_from((offset + i, offset + j)
+                                 for i in range(k) for j in range(i + 1, k))
+            offset += k
+        graph.add_edges_from(self.siblings)
+        return graph
+
+
+class EmbeddingPacking:
+    """Disjoint embeddings in a working graph, found greedily (each on the graph left by the
+    previous ones) and cached on disk per (graph, what is embedded): cliques of N variables
+    (busclique) and coupled groups' graphs (`GroupGraph`, minorminer)."""
 
     def __init__(self, graph, solver_id: str, folder=None) -> None:
         self.graph = graph
@@ -95,51 +154,79 @@ class CliquePacking:
             [solver_id, sorted(map(int, graph.nodes)),
              sorted((int(min(u, v)), int(max(u, v))) for u, v in graph.edges)]).encode())
         self.key = digest.hexdigest()[:16]
-        self.folder = folder if folder is not None else cache_root() / EMBEDDING_FOLDER
-        self._cliques: dict[int, list[dict[int, list[int]]]] = {}
-        self._complete: dict[int, bool] = {}
-        self.searches = 0  # busclique calls made by this object (tests count them)
-
-    def _path(self, k: int):
-        return self.folder / f"{self.key}-K{k}.json"
+        self.folder = Path(folder) if folder is not None else cache_root() / EMBEDDING_FOLDER
+        self._found: dict[str, list[dict[int, list[int]]]] = {}
+        self._complete: dict[str, bool] = {}
+        self.searches = 0  # busclique and minorminer calls made by this object (tests count them)
 
     def cliques(self, k: int, wanted: int) -> list[dict[int, list[int]]]:
-        """Up to ``wanted`` disjoint K-clique embeddings (fewer when the graph is full)."""
-        if k not in self._cliques:
-            path = self._path(k)
-            if path.exists():
-                data = json.loads(path.read_text())
-                self._cliques[k] = [{int(v): c for v, c in e.items()} for e in data["cliques"]]
-                self._complete[k] = data["complete"]
-            else:
-                self._cliques[k], self._complete[k] = [], False
-        found = self._cliques[k]
-        if len(found) < wanted and not self._complete[k]:
+        """Up to ``wanted`` disjoint K-clique embeddings (fewer when the graph is full, none
+        when no K-clique fits)."""
+        def search(graph):
             from minorminer import busclique
 
+            return busclique.find_clique_embedding(k, graph)
+
+        return self._pack(f"K{k}", wanted, search)
+
+    def minors(self, group: GroupGraph, wanted: int) -> list[dict[int, list[int]]]:
+        """Up to ``wanted`` disjoint embeddings of ``group``'s graph (none when minorminer finds
+        none in `MINOR_TIMEOUT_S`)."""
+        source = group.graph()
+
+        def search(graph):
+            import minorminer
+
+            return minorminer.find_embedding(source, graph, random_seed=MINOR_SEED,
+                                             timeout=MINOR_TIMEOUT_S)
+
+        return self._pack(f"G{group.digest}", wanted, search)
+
+    def _pack(self, name: str, wanted: int, search) -> list[dict[int, list[int]]]:
+        if name not in self._found:
+            data = read_json(self.folder / f"{self.key}-{name}.json")
+            if not isinstance(data, dict) or "embeddings" not in data:
+                data = {"embeddings": [], "complete": False}  # none, or an older format: search
+            self._found[name] = [{int(v): c for v, c in e.items()} for e in data["embeddings"]]
+            self._complete[name] = bool(data["complete"])
+        found = self._found[name]
+        if len(found) < wanted and not self._complete[name]:
             remaining = self.graph.copy()
             remaining.remove_nodes_from(q for e in found for chain in e.values() for q in chain)
             while len(found) < wanted:
                 self.searches += 1
-                embedding = busclique.find_clique_embedding(k, remaining)
+                embedding = search(remaining)
                 if not embedding:
-                    self._complete[k] = True
+                    self._complete[name] = True
                     break
                 found.append({int(v): [int(q) for q in c] for v, c in embedding.items()})
                 remaining.remove_nodes_from(q for c in embedding.values() for q in c)
-            self._save(k)
-        if not found:
-            raise ConfigError("top_k", k, "a clique that fits the QPU's working graph")
+            write_json(self.folder / f"{self.key}-{name}.json",
+                       {"embeddings": found, "complete": self._complete[name]}, indent=None)
         return found[:wanted]
 
-    def _save(self, k: int) -> None:
-        write_json(self._path(k), {"cliques": self._cliques[k], "complete": self._complete[k]},
-                   indent=None)
+
+def first_fit(parts: list[np.ndarray], capacity: int) -> list[list[int]]:
+    """``parts`` (arrays of rows) in slots of at most ``capacity`` rows, first fit, largest part
+    first (stable); a part never splits."""
+    slots: list[list[int]] = []
+    open_slots: list[list[int]] = []
+    for part in sorted(parts, key=len, reverse=True):
+        slot = next((s for s in open_slots if len(s) + len(part) <= capacity), None)
+        if slot is None:
+            slot = []
+            slots.append(slot)
+            open_slots.append(slot)
+        slot.extend(int(row) for row in part)
+        if len(slot) == capacity:
+            open_slots.remove(slot)
+    return slots
 
 
 class DWaveBackend(Backend):
     """The D-Wave QPU (or any sampler with its structured interface, e.g.
-    ``dwave.system.testing.MockDWaveSampler``) with clique packing; see the module docstring.
+    ``dwave.system.testing.MockDWaveSampler``) with clique packing and coupled groups; see the
+    module docstring.
 
     Args:
         sampler: a structured dimod sampler; default: `connect` (``DWaveSampler()``).
@@ -147,14 +234,19 @@ class DWaveBackend(Backend):
             (default: a saved `qsample calibrate` result for this solver, else 6).
         chain_strength: logical chain coupling (default: dwave's uniform torque compensation).
         max_retries: retries of a failed call (exponential backoff from ``backoff`` seconds).
-        embedding_folder: where clique packings are kept (default: the qsample cache).
+        embedding_folder: where packings are kept (default: the qsample cache).
         max_size: the largest K to accept (default: the solver property `MAX_K_PROPERTY` if it
             has one, else any clique that fits the working graph).
+
+    Attributes:
+        max_group: the most variables (n x K) of one coupled group (the solver property
+            `MAX_GROUP_PROPERTY`; None: any group that embeds).
     """
 
     name = "dwave"
     tasks = ("ground", "thermal")
     params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu")
+    couplings = True
 
     def __init__(self, sampler: Any = None, *, beta_qpu: float | None = None,
                  chain_strength: float | None = None, max_retries: int = 3,
@@ -163,11 +255,12 @@ class DWaveBackend(Backend):
         self.sampler = sampler if sampler is not None else connect()
         props = self.sampler.properties
         self.max_size = max_size if max_size is not None else props.get(MAX_K_PROPERTY)
+        self.max_group = props.get(MAX_GROUP_PROPERTY)
         self.solver_id = str(props.get("chip_id", type(self.sampler).__name__))
         self.h_range = tuple(props.get("h_range", DEFAULT_H_RANGE))
         self.j_range = tuple(props.get("j_range", DEFAULT_J_RANGE))
-        self.packing = CliquePacking(self.sampler.to_networkx_graph(), self.solver_id,
-                                     embedding_folder)
+        self.packing = EmbeddingPacking(self.sampler.to_networkx_graph(), self.solver_id,
+                                        embedding_folder)
         self.beta_qpu = beta_qpu if beta_qpu is not None else self._calibrated_beta()
         self.chain_strength = chain_strength
         self.max_retries = max_retries
@@ -200,25 +293,60 @@ class DWaveBackend(Backend):
                        "auto_scale": request.task != "thermal", **params},
         }
 
+    def plan(self, problems: OneHotProblems) -> list[tuple[np.ndarray, list[list[list[int]]]]]:
+        """The QPU calls of a step (module docstring), each (rows, chains): ``chains[n][i]`` the
+        qubits of candidate i of ``rows[n]``. Raises `ConfigError` (top_k) when a row or a group
+        fits no embedding, or a group has more than `max_group` variables."""
+        width, sizes = problems.width, problems.sizes
+        in_cliques: list[np.ndarray] = []
+        minors: dict[GroupGraph, list[np.ndarray]] = {}
+        for rows in problems.components():
+            n = len(rows)
+            if n > 1 and self.max_group is not None and n * width > self.max_group:
+                raise ConfigError("top_k", width, f"at most {self.max_group // n} for coupled "
+                                  f"groups of {n} rows on this solver (it takes at most "
+                                  f"{self.max_group} variables per group)")
+            if n > 1 and not self.packing.cliques(n * width, 1):
+                minors.setdefault(GroupGraph.of(problems.take(rows)), []).append(rows)
+            else:
+                in_cliques.append(rows)
+        calls = []
+        if in_cliques:
+            capacity = max(map(len, in_cliques))
+            slots = first_fit(in_cliques, capacity)
+            cliques = self.packing.cliques(capacity * width, len(slots))
+            if not cliques:
+                raise ConfigError("top_k", width, "a clique that fits the QPU's working graph")
+            units = [[(row, position * width) for position, row in enumerate(slot)]
+                     for slot in slots]
+            calls += _calls(units, cliques, sizes)
+        for graph, groups in minors.items():
+            embeddings = self.packing.minors(graph, len(groups))
+            if not embeddings:
+                raise ConfigError("top_k", width, f"a coupled group of {len(graph.sizes)} rows "
+                                  "that embeds in the QPU's working graph (minorminer found none)")
+            offsets = np.cumsum((0, *graph.sizes[:-1])).tolist()
+            units = [list(zip(group.tolist(), offsets, strict=True)) for group in groups]
+            calls += _calls(units, embeddings, sizes)
+        return calls
+
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         batch, width = problems.batch_size, problems.width
-        slots = self.packing.cliques(width, batch)
         states = np.zeros((batch, request.num_reads, width), dtype=np.int8)
         read_mask = np.zeros((batch, request.num_reads), dtype=bool)
         failures = Failures.none(batch)
         timing: dict[str, float] = {"chains_broken": 0.0, "chains": 0.0}
         seconds, calls = 0.0, 0
-        for start in range(0, batch, len(slots)):
-            rows = np.arange(start, min(batch, start + len(slots)))
+        for rows, chains in self.plan(problems):
             begin = time.perf_counter()
             try:
-                reads, info, broken, chains = self._call(problems, rows, slots, request)
+                reads, info, broken, count = self._call(problems, rows, chains, request)
                 got = min(reads.shape[1], request.num_reads)
                 states[rows, :got] = reads[:, :got]
                 read_mask[rows, :got] = True
                 add_timing(timing, info)
                 timing["chains_broken"] += broken
-                timing["chains"] += chains
+                timing["chains"] += count
             except ConfigError:
                 raise
             except Exception as exc:
@@ -229,20 +357,23 @@ class DWaveBackend(Backend):
         timing["qpu_calls"] = float(calls)
         return SolveResult(states, read_mask, failures, seconds, calls, timing)
 
-    def _call(self, problems: OneHotProblems, rows: np.ndarray, slots, request: SolveRequest):
-        """One QPU call for ``rows``: embed their union, sample, unembed by majority vote."""
-        from dwave.embedding import embed_bqm, majority_vote, unembed_sampleset
+    def embed(self, problems: OneHotProblems, rows: np.ndarray, chains: list[list[list[int]]],
+              request: SolveRequest):
+        """The problem of one call: ``(part, bqm, embedding, target)``, ``part`` the rows'
+        problems (their groups' couplings kept), ``bqm`` its union (variable b * width + i;
+        scaled by `_thermal_scale` for ``thermal``), ``target`` ``bqm`` on the chains. An intact
+        chain contributes 0, so target(x embedded) = bqm(x) on reads with no broken chain."""
+        from dwave.embedding import embed_bqm
         from dwave.embedding.chain_strength import uniform_torque_compensation
 
         width = problems.width
-        part = OneHotProblems(problems.weights[rows], problems.penalty[rows], problems.sizes[rows])
-        bqm = part.union_bqm()  # variable b * width + i
-        embedding = {b * width + i: slots[b][i]
-                     for b in range(len(rows)) for i in range(int(part.sizes[b]))}
+        part = problems.take(rows)
+        bqm = part.union_bqm()
+        embedding = {b * width + i: chain
+                     for b, row_chains in enumerate(chains) for i, chain in enumerate(row_chains)}
         thermal = request.task == "thermal"
         settings = request.settings
         if thermal:  # program E / beta_qpu so the QPU's beta_qpu acts as beta = 1 on E
-            bqm = bqm.copy()
             bqm.scale(self._thermal_scale(bqm, settings["beta_qpu"]))
         chain_strength = settings["chain_strength"]
         if chain_strength is None:
@@ -251,14 +382,22 @@ class DWaveBackend(Backend):
             chain_strength = min(float(chain_strength), -self.j_range[0])
         target = embed_bqm(bqm, embedding, self.sampler.adjacency, chain_strength=chain_strength,
                            smear_vartype=dimod.SPIN)
+        return part, bqm, embedding, target
+
+    def _call(self, problems: OneHotProblems, rows: np.ndarray, chains, request: SolveRequest):
+        """One QPU call for ``rows``: embed their union, sample, unembed by majority vote."""
+        from dwave.embedding import majority_vote, unembed_sampleset
+
+        part, bqm, embedding, target = self.embed(problems, rows, chains, request)
+        settings = request.settings
         response = self._with_retries(lambda: self.sampler.sample(target, **settings["sample"]),
                                       settings["max_retries"])
         unembedded = unembed_sampleset(response, embedding, bqm,
                                        chain_break_method=majority_vote, chain_break_fraction=True)
         reads = union_reads(unembedded, part)
         fraction = np.asarray(unembedded.record.chain_break_fraction, dtype=np.float64)
-        chains = len(embedding)
-        return reads, response.info, float(fraction.sum() * chains), float(fraction.size * chains)
+        count = len(embedding)
+        return reads, response.info, float(fraction.sum() * count), float(fraction.size * count)
 
     def _thermal_scale(self, bqm, beta_qpu: float) -> float:
         """1 / beta_qpu, shrunk if the Ising form would leave the solver's h or J range."""
@@ -285,12 +424,16 @@ class DWaveBackend(Backend):
 
     # ---------------------------------------------------------------- cost
 
-    def estimate(self, batch: int, top_k: int, num_reads: int, steps: int) -> dict[str, float]:
+    def estimate(self, batch: int, top_k: int, num_reads: int, steps: int,
+                 group_size: int = 1) -> dict[str, float]:
         """Calls and QPU seconds for ``steps`` decoding steps of ``batch`` rows, before spending
-        any: calls per step from the clique packing, QPU access time per call from the solver's
-        timing properties (programming + num_reads x (anneal + readout + delay))."""
-        per_call = len(self.packing.cliques(top_k, batch))
-        calls_per_step = -(-batch // per_call)
+        any: calls per step from `plan` (``group_size`` > 1: the rows are coupled groups of that
+        many siblings on one candidate list, the last group smaller when it does not divide
+        ``batch``), QPU access time per call from the solver's timing properties
+        (programming + num_reads x (anneal + readout + delay))."""
+        plan = self.plan(_shaped(batch, top_k, group_size))
+        per_call = max((len(rows) for rows, _ in plan), default=0)
+        calls_per_step = len(plan)
         props = self.sampler.properties
         anneal = float(props.get("default_annealing_time", DEFAULT_ANNEAL_US))
         readout = (float(props.get("default_readout_thermalization", 0.0))
@@ -303,3 +446,35 @@ class DWaveBackend(Backend):
         return {"rows_per_call": float(per_call), "calls_per_step": float(calls_per_step),
                 "calls": float(calls), "qpu_access_seconds": calls * per_call_us * MICROSECONDS,
                 "qpu_access_seconds_per_call": per_call_us * MICROSECONDS}
+
+
+def _calls(units: list[list[tuple[int, int]]], embeddings: list[dict[int, list[int]]],
+           sizes: np.ndarray) -> list[tuple[np.ndarray, list[list[list[int]]]]]:
+    """Units of rows (each a list of (row, its first variable in the embedding)) on
+    ``embeddings``, as many per call as there are embeddings."""
+    calls = []
+    for start in range(0, len(units), len(embeddings)):
+        rows, chains = [], []
+        chunk = units[start:start + len(embeddings)]
+        for unit, embedding in zip(chunk, embeddings[:len(chunk)], strict=True):
+            for row, first in unit:
+                rows.append(row)
+                chains.append([embedding[first + i] for i in range(int(sizes[row]))])
+        calls.append((np.array(rows, dtype=np.int64), chains))
+    return calls
+
+
+def _shaped(batch: int, top_k: int, group_size: int) -> OneHotProblems:
+    """Problems of the shape `DWaveBackend.estimate` plans for (weights do not matter): rows
+    b // group_size coupled, every row on the same candidate tokens."""
+    sizes = np.full(batch, top_k, dtype=np.int64)
+    weights, penalty = np.zeros((batch, top_k)), np.ones(batch)
+    if group_size <= 1:
+        return OneHotProblems(weights, penalty, sizes)
+    groups = np.arange(batch, dtype=np.int64) // group_size
+    if batch % group_size == 1:  # a last group of one row is no group
+        groups[-1] = -1
+    tokens = np.tile(np.arange(top_k), (batch, 1))
+    strength = np.ones(int(groups.max(initial=-1)) + 1)
+    return OneHotProblems(weights, penalty, sizes,
+                          SiblingCoupling.from_tokens(groups, tokens, sizes, strength))

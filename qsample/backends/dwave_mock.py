@@ -8,23 +8,33 @@ from typing import Any
 import dimod
 import numpy as np
 
-from .dwave import MAX_K_PROPERTY, DWaveBackend
+from .dwave import MAX_GROUP_PROPERTY, MAX_K_PROPERTY, DWaveBackend
 
 MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at this beta
-MOCK_MAX_K = 20  # exact sampling of an embedded clique: treewidth about K
+# Exact sampling of an embedded component costs exponentially in its treewidth: about K for a
+# row's clique. A coupled group (n K-cliques plus sibling edges on one (n x K)-clique's chains,
+# 10 reads) took at most 0.25 s at n x K = 20 (n = 2..10) and up to 12 s at n x K = 30.
+MOCK_MAX_K = 20  # the largest K of a row
+MOCK_MAX_GROUP = 20  # the most variables n x K of a coupled group
 
 
 class IdealQPUStandIn(dimod.Sampler):
     """An idealised QPU for offline tests: exact Boltzmann samples exp(-beta E') of the
     *programmed* (embedded) problem E' at a known beta (tree decomposition), ignoring QPU-only
     keyword arguments. Real QPUs are roughly this, with beta_eff near 6 and extra noise; single
-    spin-flip annealers are a poor stand-in because they cannot move embedded chains."""
+    spin-flip annealers are a poor stand-in because they cannot move embedded chains.
 
-    def __init__(self, beta: float = MOCK_BETA_QPU) -> None:
+    Args:
+        beta: the inverse temperature of its samples, in programmed-energy units.
+        seed: seeds the generator of the calls' seeds (None: fresh entropy).
+    """
+
+    def __init__(self, beta: float = MOCK_BETA_QPU, seed: int | None = None) -> None:
         from dwave.samplers import TreeDecompositionSampler
 
         self.beta = beta
         self._exact = TreeDecompositionSampler()
+        self._seeds = np.random.default_rng(seed)  # a call's seed when it passes none
 
     @property
     def parameters(self) -> dict[str, list]:
@@ -35,8 +45,11 @@ class IdealQPUStandIn(dimod.Sampler):
         return {"beta": self.beta}
 
     def sample(self, bqm, num_reads: int = 1, seed: int | None = None, **_: Any):
-        """Exact samples, component by component (packed cliques are disjoint: their cost then
-        grows linearly with their number)."""
+        """Exact samples, component by component (packed cliques and groups are disjoint: their
+        cost then grows linearly with their number). Without ``seed`` (the QPU interface passes
+        none) each call draws one from the stand-in's own generator."""
+        if seed is None:
+            seed = int(self._seeds.integers(2**31))
         labels = list(bqm.variables)
         column = {v: n for n, v in enumerate(labels)}
         samples = np.zeros((num_reads, len(labels)), dtype=np.int8)
@@ -48,24 +61,29 @@ class IdealQPUStandIn(dimod.Sampler):
                 0.0, bqm.vartype)
             draw = self._exact.sample(part, num_reads=num_reads, beta=self.beta,
                                       marginals=False,
-                                      seed=None if seed is None else (seed + index) % 2**31)
+                                      seed=(seed + index) % 2**31)
             columns = [column[v] for v in draw.variables]
             samples[:, columns] = np.asarray(draw.record.sample, dtype=np.int8)
         return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
 
 
-def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,)):
+def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,),
+                 seed: int | None = None):
     """``dwave.system.testing.MockDWaveSampler`` (no token, no network) of the given topology
-    whose stand-in is `IdealQPUStandIn` at beta = MOCK_BETA_QPU: `qsample calibrate --backend
-    dwave-mock` should find the backend's assumed beta_qpu (6) confirmed."""
+    whose stand-in is `IdealQPUStandIn` at beta = MOCK_BETA_QPU (its draws seeded by ``seed``;
+    None: fresh entropy): `qsample calibrate --backend dwave-mock` should find the backend's
+    assumed beta_qpu (6) confirmed."""
     from dwave.system.testing import MockDWaveSampler
 
     sampler = MockDWaveSampler(topology_type=topology_type, topology_shape=list(topology_shape),
-                               parameter_warnings=False, substitute_sampler=IdealQPUStandIn())
+                               parameter_warnings=False,
+                               substitute_sampler=IdealQPUStandIn(seed=seed))
     sampler.properties[MAX_K_PROPERTY] = MOCK_MAX_K
+    sampler.properties[MAX_GROUP_PROPERTY] = MOCK_MAX_GROUP
     return sampler
 
 
 def mock_backend(**kwargs: Any) -> DWaveBackend:
-    """Backend ``"dwave-mock"``: `DWaveBackend` on `mock_sampler` (K up to `MOCK_MAX_K`)."""
+    """Backend ``"dwave-mock"``: `DWaveBackend` on `mock_sampler` (K up to `MOCK_MAX_K`,
+    coupled groups of n rows up to n K = `MOCK_MAX_GROUP`)."""
     return DWaveBackend(mock_sampler(), **kwargs)
