@@ -96,7 +96,7 @@ def positions(groups: np.ndarray) -> np.ndarray:
 def leaders(groups: np.ndarray) -> np.ndarray:
     """int64 [B]: the first row of each row's group (the row itself for rows in none)."""
     rows = np.arange(groups.size)
-    first = np.full(groups.max(initial=-1) + 1, groups.size, dtype=np.int64)
+    first = np.full(max(int(groups.max(initial=-1)) + 1, 1), groups.size, dtype=np.int64)
     member = groups >= 0
     np.minimum.at(first, groups[member], rows[member])
     return np.where(member, first[np.where(member, groups, 0)], rows)
@@ -109,13 +109,12 @@ def token_pairs(groups: np.ndarray, tokens: np.ndarray, num_groups: int) -> np.n
     tokens = tokens[:, None] if one else tokens
     member = np.flatnonzero(groups >= 0)
     draws = tokens.shape[1]
-    out = np.zeros((num_groups, draws), dtype=np.int64)
-    if member.size:
-        column = np.broadcast_to(np.arange(draws), (member.size, draws))
-        keys = np.stack([np.repeat(groups[member], draws), column.ravel(),
-                         tokens[member].ravel()], axis=1)
-        found, counts = np.unique(keys, axis=0, return_counts=True)
-        np.add.at(out, (found[:, 0], found[:, 1]), counts * (counts - 1) // 2)
+    cell = groups[member][:, None] * draws + np.arange(draws)[None, :]  # (group, draw)
+    key = cell * (int(tokens.max(initial=0)) + 1) + tokens[member]
+    found, counts = np.unique(key.ravel(), return_counts=True)
+    out = np.zeros(num_groups * draws, dtype=np.int64)
+    np.add.at(out, found // (int(tokens.max(initial=0)) + 1), counts * (counts - 1) // 2)
+    out = out.reshape(num_groups, draws)
     return out[:, 0] if one else out
 
 
@@ -132,12 +131,45 @@ def in_order(choice: np.ndarray, weights: np.ndarray, groups: np.ndarray) -> np.
     return out
 
 
+def sample_distinct(probs: np.ndarray, counts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Exact draws of ``counts[g]`` distinct candidates from p = probs[g] with
+    P(S) proportional to prod_{i in S} p_i (conditional Poisson sampling: n identical rows
+    conditioned on distinct tokens), in uniformly random order: int64 [G, max n], -1 past n.
+
+    Candidate i is taken, with m still to take, with probability p_i e_{m-1}(p_{>i}) / e_m(p_{>=i}),
+    e_m the elementary symmetric polynomials of the candidates from i on (computed backwards on
+    p / max p, so no product underflows before the ratio is taken)."""
+    groups, width = probs.shape
+    most = int(counts.max(initial=0))
+    scaled = probs / probs.max(axis=1, keepdims=True)
+    sym = np.zeros((groups, width + 1, most + 1))  # sym[:, j, m] = e_m(scaled[:, j:])
+    sym[:, width, 0] = 1.0
+    for j in range(width - 1, -1, -1):
+        sym[:, j, 0] = 1.0
+        sym[:, j, 1:] = sym[:, j + 1, 1:] + scaled[:, j, None] * sym[:, j + 1, :-1]
+    u = rng.uniform(keys, rng.STREAM_JOINT, 2 * width)  # inclusion draws, then the order
+    left = counts.astype(np.int64).copy()
+    taken = np.zeros((groups, width), dtype=bool)
+    rows = np.arange(groups)
+    for j in range(width):
+        active = left > 0
+        m = np.where(active, left, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chance = scaled[:, j] * sym[rows, j + 1, m - 1] / sym[rows, j, m]
+        take = active & (u[:, j] < chance)
+        taken[:, j] = take
+        left -= take
+    order = np.argsort(np.where(taken, u[:, width:], np.inf), axis=1)[:, :most]
+    return np.where(np.arange(most)[None, :] < counts[:, None], order, -1)
+
+
 def sample_joint(probs: np.ndarray, tokens: np.ndarray, groups: np.ndarray, coupling: float,
                  keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidate index per row [B] drawn classically from the coupled target (module
     docstring), and bool [B], True on the rows of groups drawn by the sequential fallback.
 
-    Exact by rejection: round t draws every row from its p_r with key (key_r, t) and keeps a
+    Groups of identical rows with lambda = inf: `sample_distinct`, exact. Otherwise exact by
+    rejection: round t draws every row from its p_r with key (key_r, t) and keeps a
     group's draw with probability exp(-lambda * pairs), the group's uniform keyed by its first
     row; a group takes its first kept round (rounds run `REJECTION_CHUNK` at a time). A group
     still pending after `REJECTION_ROUNDS` rounds (very peaked or very strongly coupled) is
@@ -151,7 +183,22 @@ def sample_joint(probs: np.ndarray, tokens: np.ndarray, groups: np.ndarray, coup
     member = groups >= 0
     group_of = np.where(member, groups, 0)
     first_rows = np.flatnonzero(member)[np.unique(groups[member], return_index=True)[1]]
+    if np.isinf(coupling):  # identical rows: conditional Poisson sampling, exact and direct
+        lead = leaders(groups)
+        same = (tokens == tokens[lead]).all(axis=1) & (probs == probs[lead]).all(axis=1)
+        identical = np.ones(num_groups, dtype=bool)
+        np.logical_and.at(identical, groups[member], same[member])
+        direct = np.flatnonzero(identical)
+        drawn = sample_distinct(probs[first_rows[direct]], np.bincount(groups[member])[direct],
+                                keys[first_rows[direct]])
+        rows = member & identical[group_of]
+        slot = np.full(num_groups, -1)
+        slot[direct] = np.arange(direct.size)
+        choice[rows] = drawn[slot[group_of[rows]], positions(groups)[rows]]
+        pending &= ~identical
     for start in range(0, REJECTION_ROUNDS, REJECTION_CHUNK):
+        if not pending.any():
+            break
         rounds = np.arange(start, start + REJECTION_CHUNK, dtype=np.uint64)
         round_keys = rng.combine(keys[:, None], rounds[None, :])  # [B, C]
         picks = rng.categorical(round_keys.ravel(), np.repeat(probs, rounds.size, axis=0)
@@ -168,8 +215,6 @@ def sample_joint(probs: np.ndarray, tokens: np.ndarray, groups: np.ndarray, coup
         rows = member & done[group_of]
         choice[rows] = picks[rows, first[group_of[rows]]]
         pending &= ~done
-        if not pending.any():
-            return choice, np.zeros(batch, dtype=bool)
     sequential = member & pending[group_of]
     for group in np.flatnonzero(pending):
         used: dict[int, int] = {}

@@ -113,13 +113,16 @@ class Mode(ABC):
         return choice
 
     def draw(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None,
-             strength: float) -> np.ndarray:
+             strength: float) -> tuple[np.ndarray, np.ndarray]:
         """A classical draw of the target, one candidate index per row (the fallback ``exact``):
-        rows in no group from p_r, groups from the coupled target (`coupling.sample_joint`)."""
+        rows in no group from p_r, groups from the coupled target (`coupling.sample_joint`);
+        and bool [B], True where the draw is only approximate (`coupling.sample_joint`'s
+        sequential draw)."""
         if groups is None:
-            return rng.categorical(keys, block.target_probs())
+            return (rng.categorical(keys, block.target_probs()),
+                    np.zeros(block.batch_size, dtype=bool))
         return coupling.sample_joint(block.target_probs(), block.token_ids, groups, strength,
-                                     keys)[0]
+                                     keys)
 
 
 class GumbelMode(Mode):
@@ -146,16 +149,15 @@ class GumbelMode(Mode):
         return coupling.in_order(choice, problems.weights, groups)
 
     def draw(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None,
-             strength: float) -> np.ndarray:
+             strength: float) -> tuple[np.ndarray, np.ndarray]:
         """As `Mode.draw`, but a distinct group takes the n largest perturbed weights of its
-        shared candidates in order: the ground state itself, found by sorting."""
+        shared candidates in order: the ground state itself, found by sorting (exact)."""
         choice = rng.categorical(keys, block.target_probs())
-        if groups is None:
-            return choice
-        order = np.argsort(-self.weights(block, keys), axis=1, kind="stable")
-        member = np.flatnonzero(groups >= 0)
-        choice[member] = order[member, coupling.positions(groups)[member]]
-        return choice
+        if groups is not None:
+            order = np.argsort(-self.weights(block, keys), axis=1, kind="stable")
+            member = np.flatnonzero(groups >= 0)
+            choice[member] = order[member, coupling.positions(groups)[member]]
+        return choice, np.zeros(block.batch_size, dtype=bool)
 
     def group_terms(self, weights: np.ndarray, groups: np.ndarray, strength: float,
                     penalty: float) -> tuple[np.ndarray, np.ndarray]:

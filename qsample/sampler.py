@@ -40,6 +40,12 @@ from .modes import MODES, Mode
 from .problems import OneHotProblems
 from .telemetry import StepTelemetry, TelemetryLog
 
+#: The telemetry ``fallback`` of rows whose classical joint draw was only approximate
+#: (`coupling.sample_joint`'s sequential draw), and the note added to their reason.
+SEQUENTIAL_FALLBACK = "sequential"
+SEQUENTIAL_NOTE = (f"drawn row by row (approximate): no exact joint draw in "
+                   f"{coupling.REJECTION_ROUNDS} rejection rounds")
+
 
 def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
     """The step request a config implies on ``backend``, with the mode's and the backend's
@@ -97,7 +103,7 @@ def sample_target(logits: torch.Tensor, config: SamplerConfig,
     mode = MODES[config.mode]
     if groups is not None:
         block, keys = mode.shared(block, keys, groups)
-    choice = mode.draw(block, keys, groups, config.coupling)
+    choice, _ = mode.draw(block, keys, groups, config.coupling)
     tokens = block.token_ids[np.arange(block.batch_size), choice]
     return torch.from_numpy(tokens).to(logits.device)
 
@@ -251,8 +257,13 @@ class QuantumSampler:
                     f"backend '{self.backend.name}' gave no valid one-hot sample for rows "
                     f"{list_rows(rows)}: {failures.detail[rows[0]]}"
                 )
-            choice[rows] = self.mode.draw(block, noise_keys, groups, cfg.coupling)[rows]
+            drawn, approximate = self.mode.draw(block, noise_keys, groups, cfg.coupling)
+            choice[rows] = drawn[rows]
             fallback[rows] = cfg.fallback
+            rough = rows[approximate[rows]]
+            fallback[rough] = SEQUENTIAL_FALLBACK
+            failures.detail[rough] = [f"{text}; {SEQUENTIAL_NOTE}" for text in
+                                      failures.detail[rough]]
 
         tokens = block.token_ids[np.arange(batch), choice]
         out = torch.from_numpy(tokens).to(logits.device, non_blocking=True)

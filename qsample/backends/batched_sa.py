@@ -7,9 +7,11 @@ Metropolis acceptance (as neal); ``thermal`` runs Gibbs chains at the fixed beta
 ``backend_params`` may set ``acceptance`` ("metropolis" or "gibbs") and ``order``
 ("sequential" or "random").
 
-A step with coupled sibling groups (`OneHotProblems.siblings`) runs `anneal_coupled` instead,
-still one call for all rows: a flip stays O(1) by counting, per group, the siblings on each
-token; rows in no group are annealed exactly as on the one-hot path.
+A step with coupled sibling groups (`OneHotProblems.siblings`) anneals the groups with
+`anneal_coupled`, still in the same backend call: a flip stays O(1) by counting, per group, the
+siblings on each token, and a group of n rows gets n x ``num_reads`` reads (the joint problem's
+search space grows with n: at K = 64, n = 4 the exact Gumbel-top-k was found in 80% of groups
+with 5 reads, 99.7% with 20); rows in no group stay on the one-hot kernel.
 """
 
 from __future__ import annotations
@@ -42,19 +44,34 @@ class BatchedSABackend(Backend):
         }
 
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
+        """All rows in one backend call: rows in no group on the one-hot kernel with
+        ``num_reads`` reads, coupled groups on the coupled kernel with ``num_reads`` x n reads
+        (n the largest group of the step; the read mask keeps each row's own)."""
         start = time.perf_counter()
         weights = np.where(problems.variable_mask, problems.weights, 0.0)
-        siblings = problems.siblings
+        reads, siblings = request.num_reads, problems.siblings
         if siblings is None:
-            result = anneal_onehot(weights, problems.penalty, problems.sizes,
-                                   num_reads=request.num_reads, keys=request.keys,
-                                   **request.settings)
-        else:
-            result = anneal_coupled(weights, problems.penalty, problems.sizes,
-                                    groups=siblings.groups, slots=siblings.slots,
-                                    strength=siblings.strength, num_reads=request.num_reads,
-                                    keys=request.keys, **request.settings)
-        seconds = time.perf_counter() - start
-        batch, reads = result.states.shape[:2]
-        return SolveResult(result.states, np.ones((batch, reads), bool), Failures.none(batch),
-                           seconds, 1)
+            result = anneal_onehot(weights, problems.penalty, problems.sizes, num_reads=reads,
+                                   keys=request.keys, **request.settings)
+            batch = problems.batch_size
+            return SolveResult(result.states, np.ones((batch, reads), bool),
+                               Failures.none(batch), time.perf_counter() - start, 1)
+        grouped = siblings.groups >= 0
+        group_reads = reads * int(np.bincount(siblings.groups[grouped]).max())
+        states = np.zeros((problems.batch_size, group_reads, problems.width), dtype=np.int8)
+        read_mask = np.zeros(states.shape[:2], dtype=bool)
+        lone = np.flatnonzero(~grouped)
+        if lone.size:
+            states[lone, :reads] = anneal_onehot(
+                weights[lone], problems.penalty[lone], problems.sizes[lone], num_reads=reads,
+                keys=request.keys[lone], **request.settings).states
+            read_mask[lone, :reads] = True
+        rows = np.flatnonzero(grouped)
+        part = problems.take(rows)
+        states[rows] = anneal_coupled(
+            weights[rows], part.penalty, part.sizes, groups=part.siblings.groups,
+            slots=part.siblings.slots, strength=part.siblings.strength, num_reads=group_reads,
+            keys=request.keys[rows], **request.settings).states
+        read_mask[rows] = True
+        return SolveResult(states, read_mask, Failures.none(problems.batch_size),
+                           time.perf_counter() - start, 1)
