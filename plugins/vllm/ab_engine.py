@@ -1,13 +1,15 @@
-"""The vLLM engine of `qsample ab`: one request per sample through ``vllm.LLM``.
+"""The vLLM engine of `qsample ab`: one request per group through ``vllm.LLM``.
 
-``plain`` arms are vLLM's own sampling (temperature, top-k, top-p, min-p, request seed);
-``qsample`` arms opt in to the qsample plugin with ``extra_args`` (`qsample.plugins.vllm`): the
-arm's mode, backend, seed, reads, sweeps and penalty, with the temperature / top-k / top-p / min-p
-taken from the request's own settings. Fidelity data come from vLLM's top-k logprobs, which are
-the model's raw log-probabilities before any processor: the target over the top-k candidates is
-exact (it is shift-invariant), and the chosen token's log-probability is the model's at T = 1.
-For the report's TV each arm is re-sampled as vLLM samples it (`plain_resampler`; qsample arms:
-qsample's sampler, which the plugin runs).
+A group of ``arm.n`` continuations is one request with ``n = arm.n`` (vLLM seeds child i with
+seed + i). ``plain`` arms are vLLM's own sampling (temperature, top-k, top-p, min-p, request
+seed); ``qsample`` arms opt in to the qsample plugin with ``extra_args`` (`qsample.plugins.vllm`):
+the arm's mode, backend, seed, reads, sweeps and penalty, and for a coupled arm its coupling and
+scope (the plugin couples the children of the request), with the temperature / top-k / top-p /
+min-p taken from the request's own settings. Fidelity data come from vLLM's top-k logprobs,
+which are the model's raw log-probabilities before any processor: the target over the top-k
+candidates is exact (it is shift-invariant), and the chosen token's log-probability is the
+model's at T = 1. For the report's TV each arm is re-sampled as vLLM samples it
+(`plain_resampler`; qsample arms: qsample's sampler, which the plugin runs).
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ class VLLMEngine:
                        max_logprobs=max_top_k, **llm_kwargs)
         self.vocab = self.llm.get_tokenizer().vocab_size
 
-    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int
+                 ) -> list[Generation]:
+        """One request with ``n = arm.n``; each child gets 1/n of the request's time."""
         from vllm import SamplingParams
 
         cfg = arm.config
-        params: dict[str, Any] = {"max_tokens": max_new_tokens, "seed": seed,
+        params: dict[str, Any] = {"max_tokens": max_new_tokens, "seed": seed, "n": arm.n,
                                   "logprobs": min(cfg.top_k, self.max_top_k),
                                   "temperature": cfg.temperature, "top_k": cfg.top_k,
                                   "top_p": cfg.top_p, "min_p": cfg.min_p}
@@ -53,13 +57,20 @@ class VLLMEngine:
             settings = {"mode": cfg.mode, "backend": cfg.backend_name, "seed": seed,
                         "num_reads": cfg.num_reads, "num_sweeps": cfg.num_sweeps,
                         "penalty": cfg.penalty}
+            if arm.coupled:
+                settings.update({name: cfg.to_dict()[name]  # "distinct" for an infinite one
+                                 for name in ("coupling", "coupling_scope")})
             params["extra_args"] = {OPT_IN_KEY: 1, **{f"{OPT_IN_KEY}_{name}": value
                                                       for name, value in settings.items()
                                                       if value is not None}}
         start = time.perf_counter()
         output = self.llm.generate([prompt], SamplingParams(**params), use_tqdm=False)[0]
-        seconds = time.perf_counter() - start
-        completion = output.outputs[0]
+        seconds = (time.perf_counter() - start) / arm.n
+        return [self._generation(completion, seconds)
+                for completion in sorted(output.outputs, key=lambda c: c.index)]
+
+    def _generation(self, completion: Any, seconds: float) -> Generation:
+        """One child's `Generation`: its text, tokens and top-k logprobs as logits rows."""
         chosen = list(completion.token_ids)
         steps = completion.logprobs or []
         # the tokenizer's vocab_size leaves out added tokens, which the logits have

@@ -27,6 +27,17 @@ Example (``examples/ab.toml``)::
 
 An arm may set ``target_temperature``: the temperature its fidelity is judged against (default:
 its own), which makes a deliberately distorted control possible.
+
+Joint sampling: an arm may set ``n``, the samples per prompt drawn together as one group (default
+1); ``samples`` is then the number of groups per prompt, so the arm draws ``samples * n``
+continuations of each prompt. A qsample arm with ``n >= 2`` may couple its siblings with
+`SamplerConfig`'s ``coupling`` (a lambda >= 0, or ``"distinct"``) and ``coupling_scope``::
+
+    [[arms]]
+    name = "distinct"
+    mode = "gumbel"
+    coupling = "distinct"      # siblings with one prefix take distinct tokens
+    n = 4
 """
 
 from __future__ import annotations
@@ -49,18 +60,29 @@ _SAMPLING_KEYS = {"temperature", "top_k", "top_p", "min_p"}
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: ``plain`` (the engine's own sampling) or ``qsample`` at ``config``'s settings."""
+    """One arm: ``plain`` (the engine's own sampling) or ``qsample`` at ``config``'s settings,
+    drawing ``n`` samples of a prompt together as one group (coupled by ``config.coupling``)."""
 
     name: str
     kind: str
     config: SamplerConfig
     target_temperature: float
+    n: int = 1
+
+    @property
+    def coupled(self) -> bool:
+        """Whether the siblings of a group are drawn from a joint (not independent) target."""
+        return self.kind == "qsample" and self.config.coupling > 0
 
     @property
     def label(self) -> str:
         if self.kind == "plain":
             return "plain sampling"
-        return f"qsample {self.config.mode}/{self.config.backend_name}"
+        label = f"qsample {self.config.mode}/{self.config.backend_name}"
+        if self.coupled:
+            label += (f", coupling {self.config.to_dict()['coupling']} "
+                      f"({self.config.coupling_scope})")
+        return label
 
 
 @dataclass(frozen=True)
@@ -119,15 +141,26 @@ def config_from_dict(data: dict[str, Any]) -> ABConfig:
         if kind not in KINDS:
             raise ConfigError(f"arms[{number}].kind", kind, "'plain' or 'qsample'")
         target = raw.pop("target_temperature", None)
+        n = raw.pop("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"arms[{number}].n", n, "an integer >= 1 (samples per prompt "
+                              "drawn together as one group)")
         settings = {**sampling, **raw}
         if kind == "plain":
             extra = set(settings) - _SAMPLING_KEYS - {"seed"}
             if extra:
                 raise ConfigError(f"arms[{number}].{sorted(extra)[0]}", settings[sorted(extra)[0]],
-                                  "only temperature, top_k, top_p, min_p for a plain arm")
-        config = SamplerConfig.from_dict(settings)
+                                  "only n, temperature, top_k, top_p, min_p for a plain arm")
+        try:
+            config = SamplerConfig.from_dict(settings)
+        except ConfigError as exc:
+            raise ConfigError(f"arms[{number}].{exc.field}", exc.value, exc.allowed) from None
+        if config.coupling > 0 and n == 1:
+            raise ConfigError(f"arms[{number}].coupling", settings["coupling"],
+                              "0 when n = 1 (coupling acts between the samples of a group; "
+                              "set n >= 2)")
         arms.append(Arm(name, kind, config,
-                        float(target) if target is not None else config.temperature))
+                        float(target) if target is not None else config.temperature, n))
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ConfigError("arms.name", names, "distinct names")

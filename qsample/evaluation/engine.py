@@ -2,9 +2,10 @@
 
 An engine (`qsample.plugins.transformers.ab_engine.TransformersEngine`,
 `qsample.plugins.vllm.ab_engine.VLLMEngine`) owns its generation and its re-sampler: it turns a
-prompt into a `Generation` and an arm into a `Resampler` that draws tokens the way that engine
-samples the arm. The runner and the report do the scoring (`runner.score_steps`,
-`runner.tv_estimate`); engines never import them.
+prompt into a group of ``arm.n`` generations (`Generation`) drawn together (one for ``n = 1``;
+siblings coupled as ``arm.config.coupling`` says) and an arm into a `Resampler` that draws
+tokens the way that engine samples the arm. The runner and the report do the scoring
+(`runner.score_steps`, `runner.tv_estimate`); engines never import them.
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ class Generation:
 
 
 class Engine(Protocol):
-    """Generates one continuation per call and re-samples an arm as it generates it. An engine
-    may also have ``features(texts) -> [N, D]`` (its model's embedding, for MAUVE)."""
+    """Generates one group of continuations per call and re-samples an arm as it generates it.
+    An engine may also have ``features(texts) -> [N, D]`` (its model's embedding, for MAUVE)."""
 
-    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int) -> Generation: ...
+    def generate(self, prompt: str, arm: Arm, seed: int, max_new_tokens: int
+                 ) -> list[Generation]:
+        """``arm.n`` continuations of ``prompt`` drawn together from ``seed`` (one call of the
+        engine's generation, the siblings coupled as the arm's sampler config says)."""
+        ...
 
     def resampler(self, arm: Arm) -> Resampler: ...
 

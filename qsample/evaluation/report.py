@@ -15,12 +15,18 @@ from ..tools.stats import holm, paired_comparison
 from .config import ABConfig, Arm
 from .engine import Resampler
 from .runner import tv_estimate
-from .textmetrics import distinct_n, is_correct, ks_uniform, self_bleu, seq_rep_n
+from .textmetrics import distinct_n, duplicates, is_correct, ks_uniform, self_bleu, seq_rep_n
 
 ALPHA = 0.05
-# per-sample metrics (paired by prompt and sample) and per-prompt metrics (paired by prompt)
+# per-sample metrics (paired by prompt, sample and member), per-prompt metrics over all of a
+# prompt's samples (paired by prompt) and, for arms with n > 1, group metrics (`group_metrics`:
+# each prompt's mean over its groups, paired by prompt)
 SAMPLE_METRICS = ("mean_logprob", "seq_rep_4", "length", "accuracy", "mean_target_prob")
 PROMPT_METRICS = ("distinct_1", "distinct_2", "distinct_3", "self_bleu")
+GROUP_METRICS = ("duplicates", "group_distinct_1", "group_distinct_2", "group_self_bleu",
+                 "group_mean_logprob", "any_correct")
+#: Metric panels per row of metrics.png.
+PLOT_COLUMNS = 8
 #: MAUVE's clustering seed: any fixed value, so that a report's MAUVE scores are reproducible.
 MAUVE_SEED = 25
 
@@ -38,13 +44,38 @@ def sample_metrics(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def group_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
+    """Metrics of one group: the records of n siblings drawn together (one arm, prompt, sample).
+
+    duplicates: siblings identical to an earlier sibling (`textmetrics.duplicates`, 0 .. n-1);
+    group_distinct_k: distinct k-grams / k-grams over the siblings (`textmetrics.distinct_n`);
+    group_self_bleu: mean BLEU-4 of each sibling against the others (`textmetrics.self_bleu`);
+    group_mean_logprob: sum of the siblings' token log-probabilities under the model at T = 1
+    / their number of tokens (the quality cost of diversity); any_correct: 1 if any sibling is
+    correct (`textmetrics.is_correct`; best-of-n accuracy), nan for a prompt without an answer.
+    """
+    tokens = [r["token_ids"] for r in group]
+    logprob = np.concatenate([np.asarray(r["logprob"], dtype=np.float64) for r in group])
+    answer = group[0].get("answer")
+    return {
+        "duplicates": float(duplicates(tokens)),
+        "group_distinct_1": distinct_n(tokens, 1),
+        "group_distinct_2": distinct_n(tokens, 2),
+        "group_self_bleu": self_bleu(tokens),
+        "group_mean_logprob": float(logprob.mean()) if logprob.size else float("nan"),
+        "any_correct": float(any(is_correct(r["text"], answer) for r in group)) if answer
+        else float("nan"),
+    }
+
+
 def compute(records: list[dict[str, Any]], config: ABConfig,
             resampler: Callable[[Arm], Resampler] | None = None,
             featurize: Callable[[Sequence[str]], Any] | None = None) -> dict[str, Any]:
     """Every metric per arm, and each arm's paired comparison with the baseline.
 
     ``resampler`` (the engine's, `engine.Engine.resampler`) enables the TV estimate of the kept
-    steps (`runner.tv_estimate`).
+    steps (`runner.tv_estimate`). Arms with n > 1 also get their group metrics
+    (`group_metrics`), averaged over each prompt's groups.
     ``featurize(texts) -> [N, D]`` (the engine's model embedding of prompt + continuation)
     enables MAUVE of each arm against the baseline when the optional ``mauve-text`` package
     is installed (1: the two text distributions cannot be told apart by its clustering).
@@ -55,18 +86,26 @@ def compute(records: list[dict[str, Any]], config: ABConfig,
     arms = [a.name for a in config.arms if a.name in by_arm]
     units: dict[str, dict[tuple, dict[str, float]]] = {}
     prompt_units: dict[str, dict[int, dict[str, float]]] = {}
+    group_units: dict[str, dict[int, dict[str, float]]] = {}
     summary: dict[str, Any] = {}
     for arm in config.arms:
         rows = by_arm.get(arm.name, [])
         if not rows:
             continue
-        units[arm.name] = {(r["prompt_index"], r["sample"]): sample_metrics(r) for r in rows}
+        units[arm.name] = {(r["prompt_index"], r["sample"], r.get("member", 0)):
+                           sample_metrics(r) for r in rows}
         per_prompt: dict[int, list[list[int]]] = defaultdict(list)
         for r in rows:
             per_prompt[r["prompt_index"]].append(r["token_ids"])
         prompt_units[arm.name] = {p: {"distinct_1": distinct_n(s, 1), "distinct_2":
                                       distinct_n(s, 2), "distinct_3": distinct_n(s, 3),
                                       "self_bleu": self_bleu(s)} for p, s in per_prompt.items()}
+        groups_info = None
+        if arm.n > 1:
+            group_units[arm.name] = _group_units(rows)
+            groups_info = {"groups": len({(r["prompt_index"], r["sample"]) for r in rows}),
+                           "means": {m: _nanmean([u[m] for u in group_units[arm.name].values()])
+                                     for m in GROUP_METRICS}}
         pits = [u for r in rows for u in r["pit"]]
         ranks = [k for r in rows for k in r["rank"]]
         ks_stat, ks_p = ks_uniform(pits)
@@ -82,7 +121,8 @@ def compute(records: list[dict[str, Any]], config: ABConfig,
         qpu = [r.get("qpu_access_time_us") for r in rows if r.get("qpu_access_time_us")]
         summary[arm.name] = {
             "label": arm.label, "kind": arm.kind, "settings": arm.config.to_dict(),
-            "target_temperature": arm.target_temperature, "samples": len(rows),
+            "target_temperature": arm.target_temperature, "n": arm.n, "coupled": arm.coupled,
+            "samples": len(rows), "groups": groups_info,
             "tokens": tokens, "means": means,
             "perplexity": math.exp(-means["mean_logprob"]) if np.isfinite(
                 means["mean_logprob"]) else float("nan"),
@@ -103,29 +143,50 @@ def compute(records: list[dict[str, Any]], config: ABConfig,
                      "qpu_calls": float(sum(r.get("qpu_calls") or 0 for r in rows)) or None},
         }
     _add_mauve(summary, by_arm, config.baseline, featurize)
-    comparisons = _compare(config, arms, units, prompt_units)
+    comparisons = _compare(config, arms, units, prompt_units, group_units)
     return {"baseline": config.baseline, "alpha": ALPHA, "arms": summary,
             "comparisons": comparisons}
 
 
-def _compare(config, arms, units, prompt_units) -> list[dict[str, Any]]:
+def _group_units(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Each prompt's mean of `group_metrics` over its groups (records of one sample)."""
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["prompt_index"], r["sample"])].append(r)
+    per_prompt: dict[int, list[dict[str, float]]] = defaultdict(list)
+    for (prompt, _), group in groups.items():
+        per_prompt[prompt].append(group_metrics(group))
+    return {p: {m: _nanmean([g[m] for g in gs]) for m in GROUP_METRICS}
+            for p, gs in per_prompt.items()}
+
+
+def _compare(config, arms, units, prompt_units, group_units) -> list[dict[str, Any]]:
+    """Paired comparisons of each arm with the baseline: sample metrics on the (prompt, sample,
+    member) units both have; prompt and group metrics only between arms of the same n (both
+    depend on the number of sequences pooled)."""
     base = config.baseline
+    size = {a.name: a.n for a in config.arms}
     rows = []
+
+    def add(arm, metric, unit, arm_units, base_units):
+        keys = sorted(set(arm_units) & set(base_units))
+        a = np.array([arm_units[k][metric] for k in keys])
+        b = np.array([base_units[k][metric] for k in keys])
+        rows.append({"arm": arm, "metric": metric, "unit": unit,
+                     **paired_comparison(a, b, seed=len(rows)).__dict__})
+
     for arm in arms:
         if arm == base or base not in units:
             continue
         for metric in SAMPLE_METRICS:
-            keys = sorted(set(units[arm]) & set(units[base]))
-            a = np.array([units[arm][k][metric] for k in keys])
-            b = np.array([units[base][k][metric] for k in keys])
-            rows.append({"arm": arm, "metric": metric, "unit": "sample",
-                         **paired_comparison(a, b, seed=len(rows)).__dict__})
+            add(arm, metric, "sample", units[arm], units[base])
+        if size[arm] != size[base]:
+            continue
         for metric in PROMPT_METRICS:
-            keys = sorted(set(prompt_units[arm]) & set(prompt_units[base]))
-            a = np.array([prompt_units[arm][k][metric] for k in keys])
-            b = np.array([prompt_units[base][k][metric] for k in keys])
-            rows.append({"arm": arm, "metric": metric, "unit": "prompt",
-                         **paired_comparison(a, b, seed=len(rows)).__dict__})
+            add(arm, metric, "prompt", prompt_units[arm], prompt_units[base])
+        if arm in group_units and base in group_units:
+            for metric in GROUP_METRICS:
+                add(arm, metric, "prompt", group_units[arm], group_units[base])
     adjusted = holm([r["p_value"] for r in rows])
     for r, p in zip(rows, adjusted, strict=True):
         r["p_adjusted"] = float(p)
@@ -178,17 +239,21 @@ def write_report(metrics: dict[str, Any], config: ABConfig, out: str | Path,
 def render(metrics: dict[str, Any], config: ABConfig) -> str:
     arms = metrics["arms"]
     base = metrics["baseline"]
+    grouped = any(a["n"] > 1 for a in arms.values())
+    per_prompt = (f"{config.samples} groups of n samples (n per arm below, drawn together)"
+                  if grouped else f"{config.samples} samples")
     lines = ["# qsample A/B report", "",
-             f"Baseline arm: **{base}**. {len(arms)} arms x {config.samples} samples per prompt, "
+             f"Baseline arm: **{base}**. {len(arms)} arms x {per_prompt} per prompt, "
              f"{config.max_new_tokens} new tokens, seed {config.seed}; every arm saw the same "
              "prompts and the same per-sample seeds.", "",
-             "## Arms", "", "| arm | what | T (target) | top-k | samples | tokens/s | "
-             "sampler share | QPU s |", "|---|---|---|---|---|---|---|---|"]
+             "## Arms", "", "| arm | what | T (target) | top-k | n | samples | tokens/s | "
+             "sampler share | QPU s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, a in arms.items():
         c = a["cost"]
         lines.append(f"| {name} | {a['label']} | {a['settings']['temperature']} "
-                     f"({a['target_temperature']}) | {a['settings']['top_k']} | {a['samples']} | "
-                     f"{c['tokens_per_second']:.1f} | {_pct(c['sampler_share'])} | "
+                     f"({a['target_temperature']}) | {a['settings']['top_k']} | {a['n']} | "
+                     f"{a['samples']} | {c['tokens_per_second']:.1f} | "
+                     f"{_pct(c['sampler_share'])} | "
                      f"{c['qpu_access_seconds'] if c['qpu_access_seconds'] else '-'} |")
     lines += ["", "## Fidelity", "",
               "PIT: the randomised probability-integral transform of each chosen token under "
@@ -198,7 +263,9 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
               "|---|---|---|---|---|---|---|"]
     for name, a in arms.items():
         f = a["fidelity"]
-        verdict = "consistent with its target" if f["ks_p"] >= ALPHA else "**not faithful**"
+        verdict = ("coupled: siblings are not independent draws from the target (KS n/a)"
+                   if a["coupled"] else "consistent with its target" if f["ks_p"] >= ALPHA
+                   else "**not faithful**")
         lines.append(f"| {name} | {a['tokens']} | {f['ks_statistic']:.3f} | "
                      f"{f['ks_p']:.3g} | {verdict} | {f['tv_mean']:.3f} ({f['tv_steps']}) | "
                      f"{f['tv_noise_floor']:.3f} |")
@@ -216,17 +283,14 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
               "continuations against the baseline's, on the model's own mean hidden states; "
               "1 = indistinguishable to its clustering, and with few samples it is noisy."]
     lines += ["", f"## Differences from the baseline ({base})", "",
-              "Paired by (prompt, sample) or by prompt; 95% percentile bootstrap interval of the "
-              "mean difference, two-sided sign-flip permutation test, Holm-adjusted over every "
-              f"(arm, metric) pair at α = {ALPHA}.", "",
-              "| arm | metric | difference | 95% CI | p | p (Holm) | verdict |",
-              "|---|---|---|---|---|---|---|"]
-    for c in metrics["comparisons"]:
-        verdict = ("**different**" if c["significant"]
-                   else "statistically indistinguishable")
-        lines.append(f"| {c['arm']} | {c['metric']} | {c['difference']:+.4g} | "
-                     f"[{c['low']:+.4g}, {c['high']:+.4g}] | {c['p_value']:.3g} | "
-                     f"{c['p_adjusted']:.3g} | {verdict} |")
+              "Paired by (prompt, sample, member) or by prompt; 95% percentile bootstrap interval "
+              "of the mean difference, two-sided sign-flip permutation test, Holm-adjusted over "
+              f"every (arm, metric) pair at α = {ALPHA}. Per-prompt metrics compare only arms "
+              "with the baseline's n.", ""]
+    lines += _comparison_table([c for c in metrics["comparisons"]
+                                if c["metric"] not in GROUP_METRICS])
+    if grouped:
+        lines += _groups_section(metrics)
     different = {c["arm"] for c in metrics["comparisons"] if c["significant"]}
     lines += ["", "## In one line per arm", ""]
     for name in arms:
@@ -244,6 +308,47 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
     return "\n".join(lines)
 
 
+def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
+    lines = ["| arm | metric | difference | 95% CI | p | p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        verdict = ("**different**" if c["significant"]
+                   else "statistically indistinguishable")
+        lines.append(f"| {c['arm']} | {c['metric']} | {c['difference']:+.4g} | "
+                     f"[{c['low']:+.4g}, {c['high']:+.4g}] | {c['p_value']:.3g} | "
+                     f"{c['p_adjusted']:.3g} | {verdict} |")
+    return lines
+
+
+def _groups_section(metrics: dict[str, Any]) -> list[str]:
+    """The "Groups" section: group metrics of the arms with n > 1 and their comparisons."""
+    base = metrics["baseline"]
+    lines = ["", "## Groups (n samples of a prompt drawn together)", "",
+             "Per group of siblings (one arm, prompt and sample), averaged over each prompt's "
+             "groups, then over prompts. duplicates: siblings identical to an earlier sibling "
+             "(n - distinct sequences, 0 to n-1); distinct-k: distinct k-grams / k-grams over "
+             "the siblings; self-BLEU: mean BLEU-4 of each sibling against the others (higher: "
+             "less diverse); mean log-prob: log-likelihood per token under the model at T = 1 "
+             "over the group's tokens (the quality cost of diversity); any-correct: 1 if any "
+             "sibling's answer is right (best-of-n accuracy, prompts with answers only).", "",
+             "| arm | n | coupling (scope) | groups | duplicates | distinct-1 | distinct-2 | "
+             "self-BLEU | mean log-prob | any-correct |", "|---" * 10 + "|"]
+    for name, a in metrics["arms"].items():
+        if a["groups"] is None:
+            continue
+        coupling = (f"{a['settings']['coupling']} ({a['settings']['coupling_scope']})"
+                    if a["coupled"] else "independent")
+        lines.append(f"| {name} | {a['n']} | {coupling} | {a['groups']['groups']} | "
+                     + " | ".join(f"{a['groups']['means'][m]:.4g}" for m in GROUP_METRICS)
+                     + " |")
+    comparisons = [c for c in metrics["comparisons"] if c["metric"] in GROUP_METRICS]
+    if comparisons:
+        lines += ["", f"Against {base}, paired by prompt (the same bootstrap, permutation test "
+                  "and Holm family as above; arms with the baseline's n only):", ""]
+        lines += _comparison_table(comparisons)
+    return lines
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%" if value == value else "-"
 
@@ -258,10 +363,17 @@ def plot(metrics: dict[str, Any], records: list[dict[str, Any]], out: Path) -> N
     names = list(dict.fromkeys(c["metric"] for c in comps))
     arms = list(dict.fromkeys(c["arm"] for c in comps))
     if comps:
-        fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.2), squeeze=False)
-        for ax, metric in zip(axes[0], names, strict=True):
+        columns = min(len(names), PLOT_COLUMNS)
+        lines = math.ceil(len(names) / columns)
+        fig, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 3.2 * lines),
+                                 squeeze=False)
+        for ax in axes.flat[len(names):]:
+            ax.set_visible(False)
+        for ax, metric in zip(axes.flat[: len(names)], names, strict=True):
             for i, arm in enumerate(arms):
-                c = next(x for x in comps if x["arm"] == arm and x["metric"] == metric)
+                c = next((x for x in comps if x["arm"] == arm and x["metric"] == metric), None)
+                if c is None:  # not compared: the arm's n is not the baseline's
+                    continue
                 ax.errorbar([i], [c["difference"]], yerr=[[c["difference"] - c["low"]],
                                                           [c["high"] - c["difference"]]],
                             fmt="o", color="C3" if c["significant"] else "C0")

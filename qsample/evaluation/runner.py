@@ -1,15 +1,18 @@
 """Runs an A/B comparison: every arm on the same prompts and seeds, resumable.
 
-Each (arm, prompt, sample) becomes one JSON line of ``samples.jsonl`` in the output folder, the
-arms interleaved per (prompt, sample); a rerun with the same folder skips the lines already
-there. Sample s of prompt p uses the seed hash(seed, p, s) in every arm, so the arms are paired.
-The engine generates (`engine.Engine`); the runner scores each generation (`score_steps`).
+Each (arm, prompt, sample, member) becomes one JSON line of ``samples.jsonl`` in the output
+folder, the arms interleaved per (prompt, sample); a rerun with the same folder skips the groups
+already there. Sample s of prompt p uses the seed hash(seed, p, s) in every arm, so the arms are
+paired. An arm with ``n > 1`` draws sample s as one group of n members (``member`` 0 .. n-1) in
+one engine call; for n = 1 the group is the sample itself (member 0). The engine generates
+(`engine.Engine`); the runner scores each generation (`score_steps`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,33 +90,49 @@ def sample_record(generation: Generation, arm: Arm, seed: int, keep_steps: int =
 
 def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool = True,
            log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Generate every missing sample into ``out/samples.jsonl``; return all records."""
+    """Generate every missing group into ``out/samples.jsonl``; return all records."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "samples.jsonl"
     prompts = load_prompts(config.prompts)
-    records = _read(path)
-    done = {(r["arm"], r["prompt_index"], r["sample"]) for r in records}
+    # a later line replaces an earlier one with the same key, so a group that an interrupted
+    # run left incomplete is generated again in full and its new lines win on the next read
+    latest = {(r["arm"], r["prompt_index"], r["sample"], r.get("member", 0)): r
+              for r in _read(path)}
+    size = {arm.name: arm.n for arm in config.arms}
+    members = Counter(key[:3] for key in latest)
+    done = {group for group, count in members.items() if count >= size.get(group[0], 1)}
+    records = [r for key, r in latest.items() if key[:3] in done]
     # arms interleaved per (prompt, sample): machine-speed drift during the run affects every
     # arm alike, so the arms' tokens/s are comparable
     todo = [(arm, p, s) for p in range(len(prompts)) for s in range(config.samples)
             for arm in config.arms if (arm.name, p, s) not in done]
-    if done:
-        log(f"qsample ab: resuming, {len(done)} samples done, {len(todo)} to go")
-    bar = _progress(len(todo), progress)
+    pending = sum(arm.n for arm, _, _ in todo)
+    if records:
+        log(f"qsample ab: resuming, {len(records)} samples done, {pending} to go")
+    bar = _progress(pending, progress)
     with open(path, "a", encoding="utf-8") as sink:
         for arm, p, s in todo:
             prompt: Prompt = prompts[p]
             seed = sample_seed(config.seed, p, s)
-            keep = config.tv_steps if (p < config.tv_prompts and s == 0) else 0
-            generation = engine.generate(prompt.text, arm, seed, config.max_new_tokens)
-            record = sample_record(generation, arm, seed, keep)
-            record.update({"arm": arm.name, "prompt_index": p, "sample": s, "seed": seed,
-                           "prompt": prompt.text, "answer": prompt.answer, "kind": prompt.kind})
-            sink.write(json.dumps(record, allow_nan=True) + "\n")
+            generations = engine.generate(prompt.text, arm, seed, config.max_new_tokens)
+            if len(generations) != arm.n:
+                raise RuntimeError(f"{type(engine).__name__}.generate gave {len(generations)} "
+                                   f"continuations for arm {arm.name!r}, which has n = {arm.n}")
+            lines = []
+            for member, generation in enumerate(generations):
+                keep = config.tv_steps if (p < config.tv_prompts and s == member == 0) else 0
+                # sibling m's PIT draws use seed + m, as vLLM seeds the children of an n > 1
+                # request; member 0 keeps the group's seed, so n = 1 scores as it always did
+                record = sample_record(generation, arm, seed + member, keep)
+                record.update({"arm": arm.name, "prompt_index": p, "sample": s,
+                               "member": member, "seed": seed, "prompt": prompt.text,
+                               "answer": prompt.answer, "kind": prompt.kind})
+                lines.append(json.dumps(record, allow_nan=True) + "\n")
+                records.append(record)
+            sink.write("".join(lines))  # one write per group
             sink.flush()
-            records.append(record)
-            bar.update(1)
+            bar.update(arm.n)
     bar.close()
     return records
 

@@ -6,6 +6,8 @@ Text (on token ids, so that they do not depend on a word tokenizer):
 - self-BLEU: mean BLEU-4 (uniform weights, add-one smoothing for n >= 2) of each sample
   of a prompt against the other samples of that prompt; higher means less diverse;
 - seq-rep-n: 1 - distinct n-grams / n-grams within one continuation (Welleck et al. 2019);
+- duplicates: in a group of n continuations drawn together, those identical to an earlier
+  sibling, n - (number of distinct sequences), from 0 to n - 1;
 - accuracy: the prompt's answer appears as the first number (for numeric answers) or as a word
   (otherwise) of the continuation.
 
@@ -40,6 +42,11 @@ def seq_rep_n(tokens: Sequence[int], n: int = 4) -> float:
     """1 - distinct / total n-grams within one continuation (0: no repeated n-gram)."""
     grams = ngrams(tokens, n)
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def duplicates(samples: Sequence[Sequence[int]]) -> int:
+    """Samples identical to an earlier one: len(samples) - distinct sequences (0 .. n - 1)."""
+    return len(samples) - len({tuple(s) for s in samples})
 
 
 def bleu(candidate: Sequence[int], references: Sequence[Sequence[int]], max_n: int = 4) -> float:
