@@ -4,6 +4,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # the annealer's CPU kernels: one thread per worker
+# vLLM's fast CPU settings for the in-process test engines (read when vLLM is imported)
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 import numpy as np
 import pytest
@@ -15,6 +19,31 @@ torch.set_num_threads(1)
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def fresh_operator_config(monkeypatch):
+    """The vLLM plugin's operator config reset around a test (no QSAMPLE_VLLM_CONFIG)."""
+    from qsample.plugins import vllm as plugin
+
+    monkeypatch.delenv("QSAMPLE_VLLM_CONFIG", raising=False)
+    plugin.reset_operator_config()
+    yield
+    plugin.reset_operator_config()
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    """(a ``vllm.LLM`` on a tiny Llama built for the module, the model's folder)."""
+    import vllm
+    from tiny_llama import build_tiny_llama
+
+    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-vllm"))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
+    engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32", max_model_len=128,
+                      seed=0)
+    yield engine, folder
+    del engine
 
 
 _REPORT = Path(__file__).resolve().parent.parent / ".pytest_cache" / "qsample-fidelity.jsonl"

@@ -1,19 +1,16 @@
 """The vLLM plugin: request arguments, both runner interfaces, and vllm.LLM end to end on CPU."""
 
 import json
-import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-for key, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                   "VLLM_CPU_KVCACHE_SPACE": "1"}.items():
-    os.environ.setdefault(key, value)
-
 vllm = pytest.importorskip("vllm")
-pytestmark = pytest.mark.xdist_group("vllm-engine")  # one worker: one server or engine at a time
+# one worker: one server or engine at a time; the operator config reset around every test
+pytestmark = [pytest.mark.xdist_group("vllm-engine"),
+              pytest.mark.usefixtures("fresh_operator_config")]
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
@@ -26,14 +23,6 @@ from qsample import sample_target  # noqa: E402
 from qsample.plugins import vllm as plugin  # noqa: E402
 from qsample.plugins.vllm import QSampleVLLMProcessor, admit, metrics, request_config  # noqa: E402
 from qsample.plugins.vllm.admission import check_raw_request  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def fresh_operator_config(monkeypatch):
-    monkeypatch.delenv("QSAMPLE_VLLM_CONFIG", raising=False)
-    plugin.reset_operator_config()
-    yield
-    plugin.reset_operator_config()
 
 
 def params(**extra):
@@ -426,18 +415,6 @@ def test_both_runners_loaders_take_the_entry_point():
 # -- vllm.LLM end to end (in-process engine, CPU) --------------------------------------------
 
 PROMPTS = ["Once upon a time", "The annealer", "What is two plus three?", "She opened the door"]
-
-
-@pytest.fixture(scope="module")
-def llm(tmp_path_factory):
-    from tiny_llama import build_tiny_llama
-
-    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-vllm"))
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
-    engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32", max_model_len=128,
-                      seed=0)
-    yield engine, folder
-    del engine
 
 
 def mixed_params():

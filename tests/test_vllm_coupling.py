@@ -1,7 +1,6 @@
 """Issue 13 in vLLM: the children of one ``n > 1`` request are sampled jointly
 (``qsample_coupling``), and never with another request's rows."""
 
-import os
 from copy import copy
 from types import SimpleNamespace
 
@@ -9,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-for key, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                   "VLLM_CPU_KVCACHE_SPACE": "1"}.items():
-    os.environ.setdefault(key, value)
-
 vllm = pytest.importorskip("vllm")
-pytestmark = pytest.mark.xdist_group("vllm-engine")  # one worker: one server or engine at a time
+# one worker: one server or engine at a time; the operator config reset around every test
+pytestmark = [pytest.mark.xdist_group("vllm-engine"),
+              pytest.mark.usefixtures("fresh_operator_config")]
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
@@ -30,14 +27,6 @@ from qsample.plugins.vllm.processor import _Request  # noqa: E402
 
 DISTINCT = {"qsample_mode": "gumbel", "qsample_coupling": "distinct", "qsample_seed": 7}
 VOCAB = 100
-
-
-@pytest.fixture(autouse=True)
-def fresh_operator_config(monkeypatch):
-    monkeypatch.delenv("QSAMPLE_VLLM_CONFIG", raising=False)
-    plugin.reset_operator_config()
-    yield
-    plugin.reset_operator_config()
 
 
 @pytest.fixture
@@ -280,18 +269,6 @@ PROMPTS = ["Once upon a time", "The annealer", "What is two plus three?", "She o
 COLD = 0.3  # peaked enough that independent children repeat their first token
 
 
-@pytest.fixture(scope="module")
-def llm(tmp_path_factory):
-    from tiny_llama import build_tiny_llama
-
-    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-vllm"))
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
-    engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32", max_model_len=128,
-                      seed=0)
-    yield engine
-    del engine
-
-
 def first_tokens(engine, extra, n=4, prompts=PROMPTS):
     """Each prompt's children's first tokens, in child order."""
     request = SamplingParams(n=n, temperature=COLD, seed=3, max_tokens=3, extra_args=extra)
@@ -300,16 +277,16 @@ def first_tokens(engine, extra, n=4, prompts=PROMPTS):
 
 
 def test_llm_distinct_children_start_with_distinct_tokens(llm, sampler_calls):
-    firsts = first_tokens(llm, DISTINCT)
+    firsts = first_tokens(llm[0], DISTINCT)
     assert all(len(set(tokens)) == 4 for tokens in firsts), firsts
     # step 0: one call, one group of 4 per prompt (one SamplingParams for all prompts)
     assert group_sizes(sampler_calls[0]) == [4] * len(PROMPTS)
-    assert first_tokens(llm, DISTINCT) == firsts  # reproducible
+    assert first_tokens(llm[0], DISTINCT) == firsts  # reproducible
 
 
 def test_llm_independent_children_repeat_first_tokens(llm):
     """The negative control: the same requests without coupling repeat tokens."""
-    firsts = first_tokens(llm, {"qsample_mode": "gumbel", "qsample_seed": 7})
+    firsts = first_tokens(llm[0], {"qsample_mode": "gumbel", "qsample_seed": 7})
     assert any(len(set(tokens)) < 4 for tokens in firsts), firsts
 
 
@@ -320,7 +297,7 @@ def test_llm_two_requests_are_never_coupled_with_each_other(llm, sampler_calls):
              "qsample_coupling_scope": "always", "qsample_seed": 7}
     requests = [SamplingParams(n=2, temperature=1.0, max_tokens=4, ignore_eos=True,
                                extra_args=dict(extra)) for _ in range(2)]
-    outputs = llm.generate([PROMPTS[0]] * 2, requests, use_tqdm=False)
+    outputs = llm[0].generate([PROMPTS[0]] * 2, requests, use_tqdm=False)
     assert all(len(c.token_ids) == 4 for o in outputs for c in o.outputs)
     assert sampler_calls and all(group_sizes(g) == [2, 2] for g in sampler_calls)
 
@@ -333,6 +310,6 @@ def test_llm_refuses_bad_coupling_naming_the_key(llm, extra, key):
     from vllm.exceptions import VLLMValidationError
 
     with pytest.raises(VLLMValidationError, match=key) as caught:
-        first_tokens(llm, extra)
+        first_tokens(llm[0], extra)
     refusal = caught.value.__cause__  # vLLM wraps validate_params' ValueError (HTTP 400)
     assert isinstance(refusal, ValueError) and refusal.key == key

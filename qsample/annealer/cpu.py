@@ -103,6 +103,22 @@ def _spin(bits, k, step, random_order):
 
 
 @njit(inline="always", cache=True)
+def _sweep_tables(weights, k, a, beta, up, down, grow, shrink):
+    """A sweep's acceptance tables at inverse temperature beta: up[i] = exp(beta w_i),
+    down[i] = 1 / up[i], grow[n] = exp(-beta A (2n - 1)) and shrink[n] = 1 / grow[n - 1]
+    (n = 0..k+1), by recurrence: k + 2 exponentials, not 3k."""
+    for i in range(k):
+        up[i] = math.exp(beta * weights[i])
+        down[i] = 1.0 / up[i]
+    factor = math.exp(-2.0 * beta * a)
+    g = math.exp(beta * a)
+    for m in range(k + 2):
+        grow[m] = g
+        shrink[m] = 1.0 / grow[m - 1] if m > 0 else 0.0
+        g *= factor
+
+
+@njit(inline="always", cache=True)
 def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order,
                  table_limit, states, energies):
     """One-hot model. weights float64 [B, K], penalty float64 [B], sizes int64 [B], keys uint64
@@ -142,15 +158,7 @@ def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_
             beta = betas[b, s]
             tabled = beta * (top + a * (2 * k + 1)) < table_limit
             if tabled:
-                for i in range(k):
-                    up[i] = math.exp(beta * weights[b, i])
-                    down[i] = 1.0 / up[i]
-                factor = math.exp(-2.0 * beta * a)
-                g = math.exp(beta * a)
-                for m in range(k + 2):  # by recurrence: two exponentials, not 2K
-                    grow[m] = g
-                    shrink[m] = 1.0 / grow[m - 1] if m > 0 else 0.0
-                    g *= factor
+                _sweep_tables(weights[b], k, a, beta, up, down, grow, shrink)
             if tabled:  # the common case, kept free of branches inside the attempt loop
                 for step in range(k):
                     t = k + 1 + s * k + step
@@ -284,15 +292,7 @@ def anneal_coupled(weights, penalty, sizes, keys, betas, num_reads, gibbs, rando
                     top = max(top, abs(weights[b, i]))
                 tabled = beta * (top + a * (2 * k + 1) + lam * size) < table_limit
                 if tabled:
-                    for i in range(k):
-                        up[i] = math.exp(beta * weights[b, i])
-                        down[i] = 1.0 / up[i]
-                    factor = math.exp(-2.0 * beta * a)
-                    g = math.exp(beta * a)
-                    for n in range(k + 2):
-                        grow[n] = g
-                        shrink[n] = 1.0 / grow[n - 1] if n > 0 else 0.0
-                        g *= factor
+                    _sweep_tables(weights[b], k, a, beta, up, down, grow, shrink)
                     step_factor = math.exp(-beta * lam)
                     j = 1.0
                     for o in range(size + 1):
