@@ -85,6 +85,16 @@ def test_bad_coupling_values_are_refused_naming_the_key(extra, key):
     assert caught.value.key == key
 
 
+def test_the_cost_cap_counts_a_coupled_row_n_times():
+    """A coupled group of n rows anneals n x num_reads reads: batched-sa's cap of 1,000,000 admits
+    250 x 20 x 200 for one row, and for n = 2 coupled children it is twice over the cap."""
+    heavy = {"qsample_top_k": 250, "qsample_num_reads": 20, "qsample_num_sweeps": 200,
+             "qsample_mode": "boltzmann"}
+    assert admit(SamplingParams(n=2, extra_args=dict(heavy))) is not None  # coupling 0
+    with pytest.raises(ValueError, match=r"x 2 coupled children = 2000000, exceeds"):
+        admit(SamplingParams(n=2, extra_args={**heavy, "qsample_coupling": 1.0}))
+
+
 def test_each_admitted_parent_gets_its_own_group_in_its_own_dict():
     shared = dict(DISTINCT)  # the OpenAI server hands every prompt of a request one dict
     first, second = (SamplingParams(n=4, temperature=1.0, extra_args=shared) for _ in range(2))

@@ -339,15 +339,17 @@ def check_request(params: Any) -> RequestPlan | None:
     except ConfigError as exc:
         raise _refusal(exc) from None
     cap = operator_config().cost_cap(config.backend_name)
-    if sampler.cost > cap:
+    n = getattr(params, "n", 1) or 1
+    group = n if config.coupling and n > 1 else 1  # a coupled row anneals n x the reads
+    if sampler.cost * group > cap:
         request = sampler.request
+        siblings = f" x {group} coupled children" if group > 1 else ""
         raise QSampleRequestError(
             "qsample_num_sweeps",
             f"this request's annealing cost per step, num_reads {request.num_reads} x num_sweeps "
-            f"{request.num_sweeps} x top_k {config.top_k} = {sampler.cost}, exceeds this server's "
-            f"cap of {cap} for backend '{config.backend_name}': lower qsample_num_sweeps, "
-            f"qsample_num_reads or qsample_top_k")
-    n = getattr(params, "n", 1) or 1
+            f"{request.num_sweeps} x top_k {config.top_k}{siblings} = {sampler.cost * group}, "
+            f"exceeds this server's cap of {cap} for backend '{config.backend_name}': lower "
+            f"qsample_num_sweeps, qsample_num_reads or qsample_top_k")
     if math.isinf(config.coupling) and n > config.top_k:
         raise QSampleRequestError(
             "qsample_coupling", f"qsample_coupling='distinct' gives each of the n = {n} "
