@@ -102,9 +102,9 @@ class Mode(ABC):
         """Index of the read to keep per row (or group), given energies [B, R] and valid
         [B, R] (rows with no valid read are handled by the caller)."""
 
-    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray
+    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None
                ) -> tuple[CandidateBlock, np.ndarray]:
-        """The candidates and noise keys each row of a group is encoded with: its own."""
+        """The candidates and noise keys each row is encoded with: its own."""
         return block, keys
 
     def arrange(self, choice: np.ndarray, problems: OneHotProblems, groups: np.ndarray
@@ -137,9 +137,11 @@ class GumbelMode(Mode):
     def choose(self, energies: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.argmin(np.where(valid, energies, np.inf), axis=1)
 
-    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray
+    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None
                ) -> tuple[CandidateBlock, np.ndarray]:
         """The first row's candidates and noise key for every row of a group."""
+        if groups is None:
+            return block, keys
         first = coupling.leaders(groups)
         return block.take(first), keys[first]
 
@@ -168,6 +170,7 @@ class GumbelMode(Mode):
         out = np.full(int(groups.max(initial=-1)) + 1, penalty)
         np.maximum.at(out, groups[member], penalty + np.maximum(0.0, -nth))
         return out, out
+
 
 class BoltzmannMode(Mode):
     name = "boltzmann"

@@ -98,12 +98,9 @@ def sample_target(logits: torch.Tensor, config: SamplerConfig,
     groups = coupled_groups(config, groups, logits.shape[0])
     if config.temperature == 0:
         return logits.argmax(dim=1)
-    block, groups = coupled_candidates(logits, config, groups)
     keys = rng.combine(config.seed or 0, np.asarray(row_seeds, dtype=np.uint64))
-    mode = MODES[config.mode]
-    if groups is not None:
-        block, keys = mode.shared(block, keys, groups)
-    choice, _ = mode.draw(block, keys, groups, config.coupling)
+    block, groups, keys = coupled_candidates(logits, config, groups, keys)
+    choice, _ = MODES[config.mode].draw(block, keys, groups, config.coupling)
     tokens = block.token_ids[np.arange(block.batch_size), choice]
     return torch.from_numpy(tokens).to(logits.device)
 
@@ -130,11 +127,13 @@ def coupled_groups(config: SamplerConfig, groups: Any, batch: int) -> np.ndarray
     return numbered
 
 
-def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.ndarray | None
-                       ) -> tuple[CandidateBlock, np.ndarray | None]:
-    """The step's candidates and the groups that stay coupled. With coupling ``distinct``
-    top-p and min-p keep at least n candidates in each row of a group of n; a group whose rows
-    still have fewer (fewer finite logits than rows) is sampled independently at this step."""
+def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.ndarray | None,
+                       keys: np.ndarray) -> tuple[CandidateBlock, np.ndarray | None, np.ndarray]:
+    """The step's candidates, the groups that stay coupled, and the noise keys: each row's
+    candidates and noise key as its mode encodes it (`Mode.shared`). With coupling
+    ``distinct`` top-p and min-p keep at least n candidates in each row of a group of n; a
+    group whose rows still have fewer (fewer finite logits than rows) is sampled independently
+    at this step."""
     distinct = groups is not None and np.isinf(config.coupling)
     block = select_candidates(
         logits, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
@@ -144,7 +143,8 @@ def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.n
         if short.any():
             groups = coupling.number_groups(np.where(np.isin(groups, groups[short]), -1, groups))
             groups = groups if (groups >= 0).any() else None
-    return block, groups
+    block, noise_keys = MODES[config.mode].shared(block, keys, groups)
+    return block, groups, noise_keys
 
 
 class QuantumSampler:
@@ -239,11 +239,7 @@ class QuantumSampler:
         if cfg.temperature == 0:
             return self._greedy(logits, step, start)
 
-        block, groups = coupled_candidates(logits, cfg, groups)
-        if groups is not None:
-            block, noise_keys = self.mode.shared(block, keys, groups)
-        else:
-            noise_keys = keys
+        block, groups, noise_keys = coupled_candidates(logits, cfg, groups, keys)
         problems = self.mode.encode(block, noise_keys, self.penalty, groups, cfg.coupling)
         request = dataclasses.replace(self.request, keys=keys)
         result = self._solve(problems, request)
