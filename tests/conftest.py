@@ -32,6 +32,27 @@ def fresh_operator_config(monkeypatch):
     plugin.reset_operator_config()
 
 
+@pytest.fixture
+def offline_backend(tmp_path, monkeypatch, fresh_operator_config):
+    """A registered backend ``"offline"`` (couplings too) that times out on every step, the
+    only one the vLLM operator allows: a run-time failure for the fallback policy."""
+    from qsample.backends import Backend, registry
+    from qsample.plugins import vllm as plugin
+
+    class Offline(Backend):
+        name = "offline"
+        couplings = True
+
+        def solve(self, problems, request):
+            raise TimeoutError("solver did not answer")
+
+    monkeypatch.setitem(registry._FACTORIES, "offline", Offline)
+    path = tmp_path / "operator.json"
+    path.write_text(json.dumps({"allowed_backends": ["offline"]}))
+    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
+    plugin.reset_operator_config()
+
+
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
     """(a ``vllm.LLM`` on a tiny Llama built for the module, the model's folder)."""

@@ -273,20 +273,7 @@ def test_a_sampler_that_cannot_be_built_is_built_once_and_its_rows_fall_back_exa
     assert len(warnings) == 1 and "fallback 'exact'" in warnings[0].getMessage()
 
 
-def test_a_run_time_backend_failure_is_counted_by_reason(tmp_path, monkeypatch):
-    from qsample.backends import Backend, registry
-
-    class Offline(Backend):
-        name = "offline"
-
-        def solve(self, problems, request):
-            raise TimeoutError("solver did not answer")
-
-    monkeypatch.setitem(registry._FACTORIES, "offline", Offline)
-    path = tmp_path / "operator.json"
-    path.write_text(json.dumps({"allowed_backends": ["offline"]}))
-    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
-    plugin.reset_operator_config()
+def test_a_run_time_backend_failure_is_counted_by_reason(offline_backend):
     before = metrics.FALLBACKS.labels(reason="TimeoutError")._value.get()
     proc = v1_processor()
     proc.update_state(BatchUpdate(batch_size=2, removed=[], moved=[], added=[

@@ -205,23 +205,7 @@ def test_requests_that_are_not_coupled_take_the_plain_path(sampler_calls):
     assert sampler_calls == [None]
 
 
-def test_a_failing_step_falls_back_to_the_coupled_target(tmp_path, monkeypatch):
-    import json
-
-    from qsample.backends import Backend, registry
-
-    class Offline(Backend):
-        name = "offline"
-        couplings = True
-
-        def solve(self, problems, request):
-            raise TimeoutError("solver did not answer")
-
-    monkeypatch.setitem(registry._FACTORIES, "offline", Offline)
-    path = tmp_path / "operator.json"
-    path.write_text(json.dumps({"allowed_backends": ["offline"]}))
-    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
-    plugin.reset_operator_config()
+def test_a_failing_step_falls_back_to_the_coupled_target(offline_backend):
     parent = SamplingParams(n=4, temperature=1.0, extra_args={**DISTINCT,
                                                               "qsample_backend": "offline"})
     admit(parent)
