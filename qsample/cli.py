@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 
@@ -69,7 +70,8 @@ def _fidelity(args: argparse.Namespace) -> int:
                 for shape in args.shape:
                     config = SamplerConfig.from_dict(
                         {"mode": mode, "backend": backend, "top_k": k, "seed": args.seed,
-                         "temperature": args.temperature, **dict(args.set or [])})
+                         "temperature": args.temperature, **dict(args.set or []),
+                         "backend_params": _backend_params(args.param)})
                     result = measure(config, reference_logits(shape, k), args.draws)
                     row = {"mode": mode, "backend": backend, "shape": shape, "k": k,
                            "config": config.to_dict(), **result.to_dict()}
@@ -97,7 +99,8 @@ def _generate(args: argparse.Namespace) -> int:
     fields = {"mode": args.mode, "backend": args.backend, "top_k": args.top_k,
               "top_p": args.top_p, "min_p": args.min_p, "temperature": args.temperature,
               "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps,
-              "coupling": args.coupling, "coupling_scope": args.coupling_scope}
+              "coupling": args.coupling, "coupling_scope": args.coupling_scope,
+              "backend_params": _backend_params(args.param) if args.param else None}
     config = SamplerConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     if args.dry_run:
         return _dry_run(config, args.max_new_tokens, args.n)
@@ -183,14 +186,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     results = []
     print(f"calibrating in {args.mode} mode", file=sys.stderr)
     print(f"{'backend':12s} {'solver':22s} {'K':>4s} {'draws':>6s} {'beta_eff':>9s} "
-          f"{'TV before':>9s} {'TV after':>9s} {'valid':>6s} {'seconds':>8s}")
+          f"{'95% CI':>15s} {'TV before':>9s} {'TV after':>9s} {'valid':>6s} {'seconds':>8s}")
+    config = {"backend_params": _backend_params(args.param)} if args.param else None
     for name in args.backend:
         result, data = calibrate(name, mode=args.mode, k=args.k, draws=args.draws,
-                                 seed=args.seed, temperature=args.temperature, chunk=args.chunk)
+                                 seed=args.seed, temperature=args.temperature, chunk=args.chunk,
+                                 config=config)
         results.append((result, data))
+        interval = f"[{result.beta_low:.3f}, {result.beta_high:.3f}]"
         print(f"{result.backend:12s} {result.solver[:22]:22s} {result.k:4d} {result.draws:6d} "
-              f"{result.beta_eff:9.3f} {result.tv_before:9.4f} {result.tv_after:9.4f} "
-              f"{result.valid_read_rate:6.3f} {result.seconds:8.1f}", flush=True)
+              f"{result.beta_eff:9.3f} {interval:>15s} {result.tv_before:9.4f} "
+              f"{result.tv_after:9.4f} {result.valid_read_rate:6.3f} {result.seconds:8.1f}",
+              flush=True)
         if result.backend_setting:
             setting = result.backend_setting
             print(f"  {result.backend}: beta_qpu assumed {setting['beta_qpu_assumed']:g}, "
@@ -349,6 +356,20 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _backend_params(pairs: list[tuple[str, str]] | None) -> dict[str, Any]:
+    """``--param KEY=VALUE`` pairs as ``backend_params``: JSON values (numbers, true, ...) where
+    they parse, else strings."""
+    import json
+
+    out: dict[str, Any] = {}
+    for key, value in pairs or []:
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsample", description=__doc__)
     parser.add_argument("--version", action="version", version=f"qsample {__version__}")
@@ -442,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--coupling", default=None,
                      help="lambda >= 0 between the n sequences, or 'distinct' (default 0)")
     gen.add_argument("--coupling-scope", default=None, help="prefix (default) or always")
+    gen.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
+                     help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
@@ -476,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--save", action="store_true",
                      help="save each result in the qsample cache for the backend to use")
     cal.add_argument("--out", default="bench-results/calibration", help="folder for JSON + PNG")
+    cal.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
+                     help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
     cal.set_defaults(func=_calibrate)
 
     first = sub.add_parser("bench-first-step", help="a new process's sampler warm-up and first "
@@ -502,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--seed", type=int, default=2024)
     fid.add_argument("--set", type=_key_value, nargs="*", metavar="FIELD=VALUE",
                      help="other SamplerConfig fields, e.g. penalty=2 num_sweeps=50")
+    fid.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
+                     help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
     fid.add_argument("--threads", type=int, default=1, help="torch threads")
     fid.add_argument("--json", help="write the rows as JSON here")
     fid.set_defaults(func=_fidelity)

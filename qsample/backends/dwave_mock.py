@@ -48,8 +48,17 @@ class IdealQPUStandIn(dimod.Sampler):
         """Exact samples, component by component (packed cliques and groups are disjoint: their
         cost then grows linearly with their number). Without ``seed`` (the QPU interface passes
         none) each call draws one from the stand-in's own generator."""
-        if seed is None:
-            seed = int(self._seeds.integers(2**31))
+        labels = list(bqm.variables)
+        samples = self.draw(bqm, num_reads, self.call_seed(seed), self.beta)
+        return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
+
+    def call_seed(self, seed: int | None) -> int:
+        """``seed``, or a fresh one from the stand-in's generator when None."""
+        return int(self._seeds.integers(2**31)) if seed is None else int(seed)
+
+    def draw(self, bqm, num_reads: int, seed: int, beta: float) -> np.ndarray:
+        """int8 [num_reads, len(bqm)] exact Boltzmann samples exp(-beta E) of ``bqm`` (columns in
+        ``bqm.variables`` order, values in its vartype), component by component."""
         labels = list(bqm.variables)
         column = {v: n for n, v in enumerate(labels)}
         samples = np.zeros((num_reads, len(labels)), dtype=np.int8)
@@ -59,25 +68,25 @@ class IdealQPUStandIn(dimod.Sampler):
                 {(u, v): bias for u in component for v, bias in bqm.iter_neighborhood(u)
                  if column[u] < column[v]},
                 0.0, bqm.vartype)
-            draw = self._exact.sample(part, num_reads=num_reads, beta=self.beta,
+            draw = self._exact.sample(part, num_reads=num_reads, beta=beta,
                                       marginals=False,
                                       seed=(seed + index) % 2**31)
             columns = [column[v] for v in draw.variables]
             samples[:, columns] = np.asarray(draw.record.sample, dtype=np.int8)
-        return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
+        return samples
 
 
 def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,),
-                 seed: int | None = None):
+                 seed: int | None = None, stand_in: IdealQPUStandIn | None = None):
     """``dwave.system.testing.MockDWaveSampler`` (no token, no network) of the given topology
-    whose stand-in is `IdealQPUStandIn` at beta = MOCK_BETA_QPU (its draws seeded by ``seed``;
-    None: fresh entropy): `qsample calibrate --backend dwave-mock` should find the backend's
-    assumed beta_qpu (6) confirmed."""
+    whose stand-in is ``stand_in`` (default: `IdealQPUStandIn` at beta = MOCK_BETA_QPU, its draws
+    seeded by ``seed``; None: fresh entropy): `qsample calibrate --backend dwave-mock` should
+    find the backend's assumed beta_qpu (6) confirmed."""
     from dwave.system.testing import MockDWaveSampler
 
     sampler = MockDWaveSampler(topology_type=topology_type, topology_shape=list(topology_shape),
                                parameter_warnings=False,
-                               substitute_sampler=IdealQPUStandIn(seed=seed))
+                               substitute_sampler=stand_in or IdealQPUStandIn(seed=seed))
     sampler.properties[MAX_K_PROPERTY] = MOCK_MAX_K
     sampler.properties[MAX_GROUP_PROPERTY] = MOCK_MAX_GROUP
     return sampler

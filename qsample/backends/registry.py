@@ -20,6 +20,7 @@ from .dimod_backends import (
 )
 from .dwave import DWaveBackend
 from .dwave_mock import mock_backend
+from .dwave_noisy import noisy_backend
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "batched-sa": BatchedSABackend,
@@ -30,6 +31,7 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "sqa": SQABackend,
     "dwave": DWaveBackend,
     "dwave-mock": mock_backend,
+    "dwave-noisy": noisy_backend,
 }
 
 

@@ -38,6 +38,19 @@ continuations of each prompt. A qsample arm with ``n >= 2`` may couple its sibli
     mode = "gumbel"
     coupling = "distinct"      # siblings with one prefix take distinct tokens
     n = 4
+
+Dose-response: a ``[[sweeps]]`` table turns one knob's values into qsample arms (named
+``<name>=<value>``), each with the table's ``arm`` settings over ``[sampling]``; the knob is a
+`SamplerConfig` field (``num_sweeps``, ``num_reads``, ``penalty``, ``temperature`` with a fixed
+``target_temperature`` for a beta error, ...) or ``backend_params.<key>`` (dwave-noisy's
+``noise_scale``, ``ice_h``, ...). The report then relates each arm's measured infidelity to
+its text differences from the baseline (`evaluation.dose`)::
+
+    [[sweeps]]
+    name = "sweeps"            # default: the knob
+    knob = "num_sweeps"
+    values = [1, 3, 10, 30]
+    arm = { mode = "gumbel", backend = "batched-sa", num_reads = 1 }
 """
 
 from __future__ import annotations
@@ -56,6 +69,10 @@ ENGINES = ("transformers", "vllm")
 _RUN_KEYS = {"model", "prompts", "samples", "max_new_tokens", "seed", "engine", "baseline",
              "chat", "tv_prompts", "tv_steps", "tv_draws"}
 _SAMPLING_KEYS = {"temperature", "top_k", "top_p", "min_p"}
+_SWEEP_KEYS = {"name", "knob", "values", "arm"}
+PARAMS_PREFIX = "backend_params."  # a sweep knob inside backend_params
+_NOT_SWEPT = {"mode", "backend", "backend_params", "beta_range", "beta_schedule", "fallback",
+              "batching", "coupling_scope"}  # SamplerConfig fields that are not numbers
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,8 @@ class Arm:
     config: SamplerConfig
     target_temperature: float
     n: int = 1
+    sweep: str = ""  # the `[[sweeps]]` table the arm comes from ("": a listed arm)
+    dose: float | None = None  # its value of that sweep's knob
 
     @property
     def coupled(self) -> bool:
@@ -117,10 +136,10 @@ def load_config(path: str | Path) -> ABConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> ABConfig:
-    unknown = set(data) - {"run", "sampling", "arms"}
+    unknown = set(data) - {"run", "sampling", "arms", "sweeps"}
     if unknown:
         raise ConfigError(sorted(unknown)[0], data[sorted(unknown)[0]],
-                          "sections [run], [sampling] and [[arms]]")
+                          "sections [run], [sampling], [[arms]] and [[sweeps]]")
     run = dict(data.get("run", {}))
     for key in run:
         if key not in _RUN_KEYS:
@@ -130,37 +149,40 @@ def config_from_dict(data: dict[str, Any]) -> ABConfig:
         if key not in _SAMPLING_KEYS:
             raise ConfigError(f"sampling.{key}", sampling[key],
                               "one of " + ", ".join(sorted(_SAMPLING_KEYS)))
-    raw_arms = data.get("arms") or []
+    raw_arms = [(f"arms[{number}]", dict(raw), "", None)
+                for number, raw in enumerate(data.get("arms") or [])]
+    raw_arms += swept_arms(data.get("sweeps") or [])
     if len(raw_arms) < 2:
-        raise ConfigError("arms", len(raw_arms), "at least two [[arms]] (a baseline and another)")
+        raise ConfigError("arms", len(raw_arms), "at least two [[arms]] or swept arms (a "
+                          "baseline and another)")
     arms = []
-    for number, raw in enumerate(raw_arms):
-        raw = dict(raw)
+    for number, (where, raw, sweep, dose) in enumerate(raw_arms):
         name = str(raw.pop("name", f"arm{number}"))
         kind = raw.pop("kind", "qsample")
         if kind not in KINDS:
-            raise ConfigError(f"arms[{number}].kind", kind, "'plain' or 'qsample'")
+            raise ConfigError(f"{where}.kind", kind, "'plain' or 'qsample'")
         target = raw.pop("target_temperature", None)
         n = raw.pop("n", 1)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"arms[{number}].n", n, "an integer >= 1 (samples per prompt "
+            raise ConfigError(f"{where}.n", n, "an integer >= 1 (samples per prompt "
                               "drawn together as one group)")
         settings = {**sampling, **raw}
         if kind == "plain":
             extra = set(settings) - _SAMPLING_KEYS - {"seed"}
             if extra:
-                raise ConfigError(f"arms[{number}].{sorted(extra)[0]}", settings[sorted(extra)[0]],
+                raise ConfigError(f"{where}.{sorted(extra)[0]}", settings[sorted(extra)[0]],
                                   "only n, temperature, top_k, top_p, min_p for a plain arm")
         try:
             config = SamplerConfig.from_dict(settings)
         except ConfigError as exc:
-            raise ConfigError(f"arms[{number}].{exc.field}", exc.value, exc.allowed) from None
+            raise ConfigError(f"{where}.{exc.field}", exc.value, exc.allowed) from None
         if config.coupling > 0 and n == 1:
-            raise ConfigError(f"arms[{number}].coupling", settings["coupling"],
+            raise ConfigError(f"{where}.coupling", settings["coupling"],
                               "0 when n = 1 (coupling acts between the samples of a group; "
                               "set n >= 2)")
         arms.append(Arm(name, kind, config,
-                        float(target) if target is not None else config.temperature, n))
+                        float(target) if target is not None else config.temperature, n,
+                        sweep, dose))
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ConfigError("arms.name", names, "distinct names")
@@ -185,3 +207,42 @@ def config_from_dict(data: dict[str, Any]) -> ABConfig:
         chat=bool(run.get("chat", False)), tv_prompts=int(run.get("tv_prompts", 2)),
         tv_steps=int(run.get("tv_steps", 3)), tv_draws=int(run.get("tv_draws", 400)),
         source=data)
+
+
+def swept_arms(sweeps: list[Any]) -> list[tuple[str, dict[str, Any], str, float]]:
+    """The arms of ``[[sweeps]]`` tables as (where, raw arm, sweep name, dose): one qsample arm
+    per value, the knob set to it over the table's ``arm`` settings."""
+    out = []
+    for number, sweep in enumerate(sweeps):
+        where = f"sweeps[{number}]"
+        if not isinstance(sweep, dict):
+            raise ConfigError(where, sweep, "a table with knob, values and arm")
+        unknown = set(sweep) - _SWEEP_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{where}.{key}", sweep[key], "one of " + ", ".join(
+                sorted(_SWEEP_KEYS)))
+        knob = sweep.get("knob")
+        numeric = set(SamplerConfig.field_names()) - _NOT_SWEPT
+        param = isinstance(knob, str) and knob.startswith(PARAMS_PREFIX) and len(knob) > len(
+            PARAMS_PREFIX)
+        if not isinstance(knob, str) or not (knob in numeric or param):
+            raise ConfigError(f"{where}.knob", knob, "a numeric SamplerConfig field (num_sweeps, "
+                              "num_reads, penalty, temperature, ...) or backend_params.<key>")
+        values = sweep.get("values")
+        if not isinstance(values, list) or len(values) < 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{where}.values", values, "a list of at least two numbers")
+        template = sweep.get("arm", {})
+        if not isinstance(template, dict) or template.get("kind", "qsample") != "qsample":
+            raise ConfigError(f"{where}.arm", template, "a table of qsample arm settings")
+        name = str(sweep.get("name", knob))
+        for value in values:
+            raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in template.items()}
+            if knob.startswith(PARAMS_PREFIX):
+                raw.setdefault("backend_params", {})[knob[len(PARAMS_PREFIX):]] = value
+            else:
+                raw[knob] = value
+            raw["name"] = f"{name}={value:g}"
+            out.append((where, raw, name, float(value)))
+    return out

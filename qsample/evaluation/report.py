@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 
 from ..cache import write_json, write_text
+from ..tools.calibration import beta_interval, fit_beta_joint
 from ..tools.stats import holm, paired_comparison
+from . import dose
 from .config import ABConfig, Arm
 from .engine import Resampler
-from .runner import tv_estimate
+from .runner import KeptStep, tv_estimate
 from .textmetrics import distinct_n, duplicates, is_correct, ks_uniform, self_bleu, seq_rep_n
 
 ALPHA = 0.05
@@ -130,8 +132,9 @@ def compute(records: list[dict[str, Any]], config: ABConfig,
                          "outside_candidates": int(sum(1 for k in ranks if k < 0)),
                          "rank_histogram": np.bincount([k for k in ranks if k >= 0],
                                                        minlength=1).tolist(),
-                         "tv_steps": len(tv), "tv_mean": _nanmean([t for t, _ in tv]),
-                         "tv_noise_floor": _nanmean([f for _, f in tv])},
+                         "tv_steps": len(tv), "tv_mean": _nanmean([t.tv for t in tv]),
+                         "tv_noise_floor": _nanmean([t.floor for t in tv]),
+                         **_temperature(tv)},
             "cost": {"tokens_per_second": tokens / seconds if seconds else float("nan"),
                      "seconds": seconds,
                      "sampler_share": _nanratio([r.get("sampler_seconds") for r in rows],
@@ -144,8 +147,22 @@ def compute(records: list[dict[str, Any]], config: ABConfig,
         }
     _add_mauve(summary, by_arm, config.baseline, featurize)
     comparisons = _compare(config, arms, units, prompt_units, group_units)
-    return {"baseline": config.baseline, "alpha": ALPHA, "arms": summary,
-            "comparisons": comparisons}
+    out = {"baseline": config.baseline, "alpha": ALPHA, "arms": summary,
+           "comparisons": comparisons}
+    out["dose_response"] = dose.dose_response(out, config)
+    return out
+
+
+def _temperature(steps: list[KeptStep]) -> dict[str, float]:
+    """beta_eff of the re-sampled kept steps (`tools.calibration.fit_beta_joint`: the arm's
+    tokens as softmax(beta_eff log target); 1 = its target's temperature) with its 95%
+    profile-likelihood interval; nan without steps."""
+    if not steps:
+        return {"beta_eff": float("nan"), "beta_low": float("nan"), "beta_high": float("nan")}
+    counts, targets = [t.counts for t in steps], [t.target for t in steps]
+    beta = fit_beta_joint(counts, targets)
+    low, high = beta_interval(counts, targets, beta)
+    return {"beta_eff": beta, "beta_low": low, "beta_high": high}
 
 
 def _group_units(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
@@ -284,13 +301,15 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
               "1 = indistinguishable to its clustering, and with few samples it is noisy."]
     lines += ["", f"## Differences from the baseline ({base})", "",
               "Paired by (prompt, sample, member) or by prompt; 95% percentile bootstrap interval "
-              "of the mean difference, two-sided sign-flip permutation test, Holm-adjusted over "
-              f"every (arm, metric) pair at α = {ALPHA}. Per-prompt metrics compare only arms "
-              "with the baseline's n.", ""]
+              "of the mean difference (detectable: the smallest difference this many pairs "
+              "detect with probability 0.8), two-sided sign-flip permutation test, "
+              f"Holm-adjusted over every (arm, metric) pair at α = {ALPHA}. Per-prompt metrics "
+              "compare only arms with the baseline's n.", ""]
     lines += _comparison_table([c for c in metrics["comparisons"]
                                 if c["metric"] not in GROUP_METRICS])
     if grouped:
         lines += _groups_section(metrics)
+    lines += dose.section(metrics)
     different = {c["arm"] for c in metrics["comparisons"] if c["significant"]}
     lines += ["", "## In one line per arm", ""]
     for name in arms:
@@ -304,18 +323,20 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
             lines.append(f"- **{name}** is statistically indistinguishable from {base} on every "
                          f"text metric at this sample size.")
     lines += ["", "Plots: `metrics.png` (differences with intervals), `fidelity.png` (chosen "
-              "rank and target-probability histograms), `latency.png`.", ""]
+              "rank and target-probability histograms), `latency.png`"
+              + (", `dose-response.png`." if metrics.get("dose_response") else "."), ""]
     return "\n".join(lines)
 
 
 def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
-    lines = ["| arm | metric | difference | 95% CI | p | p (Holm) | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | metric | difference | 95% CI | detectable | p | p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         verdict = ("**different**" if c["significant"]
                    else "statistically indistinguishable")
         lines.append(f"| {c['arm']} | {c['metric']} | {c['difference']:+.4g} | "
-                     f"[{c['low']:+.4g}, {c['high']:+.4g}] | {c['p_value']:.3g} | "
+                     f"[{c['low']:+.4g}, {c['high']:+.4g}] | "
+                     f"±{c.get('detectable', float('nan')):.3g} | {c['p_value']:.3g} | "
                      f"{c['p_adjusted']:.3g} | {verdict} |")
     return lines
 
@@ -409,3 +430,4 @@ def plot(metrics: dict[str, Any], records: list[dict[str, Any]], out: Path) -> N
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=100)
     plt.close(fig)
+    dose.plot(metrics, out)

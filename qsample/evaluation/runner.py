@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +28,16 @@ from .config import ABConfig, Arm
 from .engine import Engine, Generation, Resampler
 from .prompts import Prompt, load_prompts
 from .textmetrics import pit
+
+
+class KeptStep(NamedTuple):
+    """One kept step re-sampled by `tv_estimate`: TV and its noise floor, the candidates' counts
+    [K] (tokens outside them dropped) and the target [K]."""
+
+    tv: float
+    floor: float
+    counts: np.ndarray
+    target: np.ndarray
 
 
 def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -165,11 +175,11 @@ def _progress(total: int, enabled: bool):
 
 
 def tv_estimate(record: dict[str, Any], arm: Arm, draws: int,
-                resampler: Callable[[Arm], Resampler]) -> list[tuple[float, float]]:
-    """(TV, noise floor) of the arm at each of the record's kept steps: re-sample the step
-    ``draws`` times with ``resampler(arm)`` (the engine's own mechanism) and compare with its
-    target (`arm_target`); tokens outside the candidates count in full. The floor is the TV a
-    faithful sampler would show (`tools.stats.tv_noise_floor`)."""
+                resampler: Callable[[Arm], Resampler]) -> list[KeptStep]:
+    """The arm at each of the record's kept steps: re-sample the step ``draws`` times with
+    ``resampler(arm)`` (the engine's own mechanism) and compare with its target (`arm_target`):
+    TV (tokens outside the candidates count in full), the noise floor a faithful sampler would
+    show (`tools.stats.tv_noise_floor`), and the counts for a temperature fit."""
     sample = resampler(arm)
     out = []
     for step in record.get("tv_logits") or []:
@@ -181,6 +191,6 @@ def tv_estimate(record: dict[str, Any], arm: Arm, draws: int,
         ranks = candidate_ranks(block.token_ids[0], tokens)
         k = len(target)
         counts = counts_of(np.where(ranks < 0, k, ranks), k + 1)  # bin k: outside the candidates
-        out.append((total_variation(counts, np.append(target, 0.0)),
-                    tv_noise_floor(target, draws)))
+        out.append(KeptStep(total_variation(counts, np.append(target, 0.0)),
+                            tv_noise_floor(target, draws), counts[:k], np.asarray(target)))
     return out

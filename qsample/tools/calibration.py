@@ -31,8 +31,12 @@ from ..config import SamplerConfig
 from .fidelity import measure, reference_logits
 from .stats import total_variation
 
-__all__ = ["CalibrationResult", "calibrate", "calibration_path", "fit_beta", "fit_beta_joint",
-           "load_calibration", "plot", "save_calibration", "tempered"]
+__all__ = ["CalibrationResult", "beta_interval", "calibrate", "calibration_path", "fit_beta",
+           "fit_beta_joint", "load_calibration", "plot", "save_calibration", "tempered"]
+
+BETA_BOUNDS = (1e-3, 1e3)  # the search interval of beta_eff and of its confidence limits
+BISECTIONS = 100
+LEVEL = 0.95  # the confidence level of beta_eff's interval
 
 
 def fit_beta(counts: np.ndarray, target: np.ndarray) -> float:
@@ -42,7 +46,7 @@ def fit_beta(counts: np.ndarray, target: np.ndarray) -> float:
 
 def fit_beta_joint(counts: list[np.ndarray], targets: list[np.ndarray]) -> float:
     """One beta_eff for several (counts, target) pairs: the root of the summed score
-    sum_n z_{c_n} - N E_beta[z], by bisection on log beta in [1e-3, 1e3]."""
+    sum_n z_{c_n} - N E_beta[z], by bisection on log beta in `BETA_BOUNDS`."""
     def score(beta: float) -> float:
         total = 0.0
         for c, t in zip(counts, targets, strict=True):
@@ -52,18 +56,54 @@ def fit_beta_joint(counts: list[np.ndarray], targets: list[np.ndarray]) -> float
             total += (n * z).sum() - n.sum() * (w * z).sum() / w.sum()
         return total
 
-    low, high = np.log(1e-3), np.log(1e3)
+    low, high = np.log(BETA_BOUNDS[0]), np.log(BETA_BOUNDS[1])
     if score(np.exp(low)) <= 0:
         return float(np.exp(low))
     if score(np.exp(high)) >= 0:
         return float(np.exp(high))
-    for _ in range(100):
+    for _ in range(BISECTIONS):
         middle = (low + high) / 2
         if score(np.exp(middle)) > 0:
             low = middle
         else:
             high = middle
     return float(np.exp((low + high) / 2))
+
+
+def log_likelihood(beta: float, counts: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    """sum over pairs and candidates of n_i log softmax(beta z)_i, z = log target."""
+    total = 0.0
+    for c, t in zip(counts, targets, strict=True):
+        support = t > 0
+        z, n = beta * np.log(t[support]), np.asarray(c, np.float64)[support]
+        top = z.max()
+        total += (n * z).sum() - n.sum() * (top + np.log(np.exp(z - top).sum()))
+    return float(total)
+
+
+def beta_interval(counts: list[np.ndarray], targets: list[np.ndarray], beta: float | None = None,
+                  level: float = LEVEL) -> tuple[float, float]:
+    """Profile-likelihood confidence interval of beta_eff (`fit_beta_joint`): the betas whose
+    log-likelihood is within chi2_1(level) / 2 of the maximum, found by bisection on log beta
+    on each side of the estimate (clipped to `BETA_BOUNDS`)."""
+    from scipy.stats import chi2
+
+    beta = fit_beta_joint(counts, targets) if beta is None else beta
+    floor = log_likelihood(beta, counts, targets) - chi2.ppf(level, 1) / 2
+
+    def limit(bound: float) -> float:
+        inside, outside = np.log(beta), np.log(bound)
+        if log_likelihood(bound, counts, targets) >= floor:
+            return bound
+        for _ in range(BISECTIONS):
+            middle = (inside + outside) / 2
+            if log_likelihood(np.exp(middle), counts, targets) >= floor:
+                inside = middle
+            else:
+                outside = middle
+        return float(np.exp((inside + outside) / 2))
+
+    return limit(BETA_BOUNDS[0]), limit(BETA_BOUNDS[1])
 
 
 def tempered(target: np.ndarray, beta: float) -> np.ndarray:
@@ -82,6 +122,8 @@ class CalibrationResult:
     k: int
     draws: int
     beta_eff: float
+    beta_low: float  # the LEVEL profile-likelihood interval of beta_eff (`beta_interval`)
+    beta_high: float
     tv_before: float
     tv_after: float
     valid_read_rate: float
@@ -116,8 +158,9 @@ def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int 
             result = measure(sampler_config, reference_logits(shape, k), draws, chunk=chunk)
             valid = result.telemetry.get("valid_read_rate", float("nan"))
             data[shape] = {"counts": result.counts, "target": result.target, "valid": valid}
-    beta = fit_beta_joint([d["counts"] for d in data.values()],
-                          [d["target"] for d in data.values()])
+    counts, targets = [d["counts"] for d in data.values()], [d["target"] for d in data.values()]
+    beta = fit_beta_joint(counts, targets)
+    low, high = beta_interval(counts, targets, beta)
     per_shape = {}
     for shape, d in data.items():
         per_shape[shape] = {
@@ -131,7 +174,7 @@ def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int 
                    "beta_qpu_calibrated": float(backend_obj.beta_qpu) * beta}
     out = CalibrationResult(
         mode=mode, backend=backend_obj.name, solver=solver, k=k, draws=draws * len(shapes),
-        beta_eff=beta,
+        beta_eff=beta, beta_low=low, beta_high=high,
         tv_before=float(np.mean([v["tv_before"] for v in per_shape.values()])),
         tv_after=float(np.mean([v["tv_after"] for v in per_shape.values()])),
         valid_read_rate=float(np.mean([d["valid"] for d in data.values()])),
@@ -171,7 +214,8 @@ def plot(results: list[tuple[CalibrationResult, dict]], path: str | Path) -> Non
         ax.set_yscale("log")
         ax.set_xlabel("target probability")
         ax.set_ylabel("sampled frequency")
-        ax.set_title(f"{result.backend}: β_eff = {result.beta_eff:.3f}\n"
+        ax.set_title(f"{result.backend}: β_eff = {result.beta_eff:.3f} "
+                     f"[{result.beta_low:.3f}, {result.beta_high:.3f}]\n"
                      f"TV {result.tv_before:.3f} → {result.tv_after:.3f}")
         ax.legend(fontsize=7)
     fig.tight_layout()

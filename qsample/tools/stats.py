@@ -1,6 +1,6 @@
 """Statistics: goodness of fit for fidelity checks (chi-square with merged sparse bins,
 total-variation distance) and paired A/B comparisons (bootstrap confidence intervals, sign-flip
-permutation tests, Holm's correction)."""
+permutation tests, Holm's correction, the smallest difference a run can detect)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+ALPHA_POWER = 0.05  # the test level of `detectable_difference`
+POWER = 0.8  # the detection probability of `detectable_difference`
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class PairedComparison:
         p_value: two-sided sign-flip permutation test of a zero mean difference.
         p_adjusted: ``p_value`` after the multiple-comparison correction (`holm`).
         pairs: number of pairs used (units where either value is nan are dropped).
+        detectable: the smallest true difference this many pairs detect with probability
+            `POWER` at `ALPHA_POWER` (two-sided): (z_(1-alpha/2) + z_power) sd(d) / sqrt(pairs).
     """
 
     difference: float
@@ -97,6 +102,7 @@ class PairedComparison:
     p_value: float
     pairs: int
     p_adjusted: float = float("nan")
+    detectable: float = float("nan")
 
 
 def paired_comparison(arm: np.ndarray, baseline: np.ndarray, *, resamples: int = 2000,
@@ -115,7 +121,20 @@ def paired_comparison(arm: np.ndarray, baseline: np.ndarray, *, resamples: int =
     observed = abs(d.mean())
     extreme = (np.abs((signs * d).mean(axis=1)) >= observed - 1e-12).sum()
     p = (extreme + 1) / (resamples + 1)
-    return PairedComparison(float(d.mean()), float(low), float(high), float(p), int(d.size))
+    return PairedComparison(float(d.mean()), float(low), float(high), float(p), int(d.size),
+                            detectable=detectable_difference(d))
+
+
+def detectable_difference(d: np.ndarray, alpha: float = ALPHA_POWER,
+                          power: float = POWER) -> float:
+    """The minimum detectable mean of paired differences like ``d`` (normal approximation):
+    (z_(1-alpha/2) + z_power) * sd(d) / sqrt(len(d)); nan below two pairs."""
+    from scipy.stats import norm
+
+    if d.size < 2:
+        return float("nan")
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    return float(z * d.std(ddof=1) / np.sqrt(d.size))
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

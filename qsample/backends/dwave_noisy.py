@@ -1,0 +1,192 @@
+"""`dwave-noisy`: the `dwave` path on a QPU emulator with the published imperfections of
+Advantage-class annealers.
+
+Everything qsample does for a real QPU runs unchanged (`DWaveBackend`: clique packing, chains,
+majority-vote unembedding, chain-break and QPU-time telemetry, retries, fallback); only the
+sampler behind dwave-system's ``MockDWaveSampler`` differs from `dwave-mock`'s ideal one. Per
+call, on the programmed (embedded) Ising problem (h, J):
+
+1. integrated control errors (ICE): h_i + dh_i and J_ij + dJ_ij, dh ~ N(0, ice_h^2) on every
+   programmed qubit and dJ ~ N(0, ice_j^2) on every programmed coupler (chains included), drawn
+   afresh per call (D-Wave models ICE as such Gaussian perturbations);
+2. temperature: the call's inverse temperature beta_c = beta_0 (1 + beta_error) e^(s_c z_c),
+   beta_0 = `MOCK_BETA_QPU` (what the backend assumes), and each qubit its own scale
+   g_i = e^(s_q z_i): h_i -> g_i h_i, J_ij -> sqrt(g_i g_j) J_ij (log-normal, medians kept);
+3. sampling: exact Boltzmann samples exp(-beta_c E) of that perturbed embedded problem, by tree
+   decomposition per packed component (as `dwave-mock`; single-spin-flip annealing at fixed beta
+   freezes embedded chains, FACTS.md), so chains are sampled, not assumed intact: a chain
+   breaks when its perturbed, locally heated couplers let it;
+4. readout: each qubit of each read flipped with probability ``readout_error``.
+
+Chain breaks come from steps 1-4 together (most from readout on chains of 2-3 qubits); the
+backend's ``chains_broken`` telemetry counts them. ``noise_scale`` multiplies every noise figure
+(ice_h, ice_j, beta_error, beta_call_sd, beta_qubit_sd, readout_error): 0 is `dwave-mock` exactly,
+1 the published figures (docs/noise.md gives each one's source), 2 twice them. Exact sampling
+bounds K (`MOCK_MAX_K`) as for `dwave-mock`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import dimod
+import numpy as np
+
+from ..errors import ConfigError
+from .base import SolveRequest
+from .dwave import DWaveBackend
+from .dwave_mock import MOCK_BETA_QPU, IdealQPUStandIn, mock_sampler
+
+# Published figures (docs/noise.md has each source); the defaults of `NoiseModel`.
+ICE_H_SD = 0.02  # sd of dh, programmed Ising units (D-Wave's ICE data, flux noise x 2)
+ICE_J_SD = 0.015  # sd of dJ, programmed Ising units (D-Wave's ICE data)
+# relative error of the median effective beta against the assumed 6: Advantage_system4.1's
+# published effective temperature 0.198 is beta 5.05
+BETA_ERROR = -0.16
+BETA_CALL_SD = 0.05  # log-sd of the effective beta between calls (an estimate: "a few mK")
+BETA_QUBIT_SD = 0.05  # log-sd of the effective beta between qubits (an estimate)
+READOUT_ERROR = 0.001  # probability that a qubit is read wrong (published bound "<= 0.001")
+NOISE_PARAMETER = "qsample_noise"  # the emulator's keyword: a call's `NoiseModel`
+NOISE_STREAM = 0x9E3779B9  # the noise draws' stream, apart from the exact sampler's seeds
+MAX_READOUT_ERROR = 0.5
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """The emulator's knobs (``backend_params`` of `dwave-noisy`); see the module docstring.
+
+    Attributes:
+        ice_h, ice_j: sd of the Gaussian control errors on h and J (programmed Ising units).
+        beta_error: relative error of the median effective inverse temperature against the
+            nominal `MOCK_BETA_QPU` the backend assumes (> -1).
+        beta_call_sd, beta_qubit_sd: log-sd of the effective beta between calls and qubits.
+        readout_error: per-qubit probability of reading the wrong state.
+        noise_scale: multiplies all of the above (0: ideal, 1: published, 2: twice).
+    """
+
+    ice_h: float = ICE_H_SD
+    ice_j: float = ICE_J_SD
+    beta_error: float = BETA_ERROR
+    beta_call_sd: float = BETA_CALL_SD
+    beta_qubit_sd: float = BETA_QUBIT_SD
+    readout_error: float = READOUT_ERROR
+    noise_scale: float = 1.0
+
+    @classmethod
+    def knobs(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> NoiseModel:
+        """The model of ``backend_params`` (other keys ignored); a bad value raises
+        `ConfigError` naming ``backend_params.<knob>``."""
+        values = {}
+        for name in cls.knobs():
+            if name not in params:
+                continue
+            value = params[name]
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            low = -1.0 if name == "beta_error" else 0.0
+            if isinstance(value, bool) or not math.isfinite(number) or number < low or (
+                    name == "beta_error" and number == low):
+                raise ConfigError(f"backend_params.{name}", value,
+                                  "a finite number > -1" if name == "beta_error"
+                                  else "a finite number >= 0")
+            values[name] = number
+        model = cls(**values)
+        scaled = model.scaled()
+        if scaled.readout_error > MAX_READOUT_ERROR or scaled.beta_error <= -1:
+            raise ConfigError("backend_params.noise_scale", model.noise_scale,
+                              f"a scale leaving readout_error <= {MAX_READOUT_ERROR} and "
+                              "beta_error > -1")
+        return model
+
+    def scaled(self) -> NoiseModel:
+        """The figures in effect: each multiplied by ``noise_scale`` (which becomes 1)."""
+        s = self.noise_scale
+        return NoiseModel(self.ice_h * s, self.ice_j * s, self.beta_error * s,
+                          self.beta_call_sd * s, self.beta_qubit_sd * s, self.readout_error * s,
+                          1.0)
+
+    @property
+    def ideal(self) -> bool:
+        """Whether every figure in effect is 0 (the emulator is then `dwave-mock`)."""
+        s = self.scaled()
+        return not any((s.ice_h, s.ice_j, s.beta_error, s.beta_call_sd, s.beta_qubit_sd,
+                        s.readout_error))
+
+
+class NoisyQPUStandIn(IdealQPUStandIn):
+    """`IdealQPUStandIn` with a call's `NoiseModel` applied (module docstring). With an ideal
+    model (or none) its samples are `IdealQPUStandIn`'s, seed for seed."""
+
+    @property
+    def parameters(self) -> dict[str, list]:
+        return {**super().parameters, NOISE_PARAMETER: []}
+
+    def sample(self, bqm, num_reads: int = 1, seed: int | None = None,
+               qsample_noise: NoiseModel | None = None, **kwargs: Any):
+        noise = (qsample_noise or NoiseModel(noise_scale=0.0)).scaled()
+        if noise.ideal:
+            return super().sample(bqm, num_reads=num_reads, seed=seed, **kwargs)
+        seed = self.call_seed(seed)
+        rng = np.random.default_rng((seed, NOISE_STREAM))
+        labels = list(bqm.variables)
+        h, (row, col, j), offset = bqm.spin.to_numpy_vectors(labels)
+        h = h + noise.ice_h * rng.standard_normal(h.size)
+        j = j + noise.ice_j * rng.standard_normal(j.size)
+        gain = np.exp(noise.beta_qubit_sd * rng.standard_normal(h.size))
+        h, j = h * gain, j * np.sqrt(gain[row] * gain[col])
+        beta = (self.beta * (1.0 + noise.beta_error)
+                * math.exp(noise.beta_call_sd * rng.standard_normal()))
+        realised = dimod.BinaryQuadraticModel.from_numpy_vectors(
+            h, (row, col, j), offset, dimod.SPIN, variable_order=labels)
+        spins = self.draw(realised, num_reads, seed, beta)
+        spins[rng.random(spins.shape) < noise.readout_error] *= -1
+        samples = spins if bqm.vartype is dimod.SPIN else (spins + 1) // 2
+        return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
+
+
+class NoisyDWaveBackend(DWaveBackend):
+    """Backend ``"dwave-noisy"``: `DWaveBackend` on the emulator, its `NoiseModel` knobs taken
+    from ``backend_params`` besides `DWaveBackend`'s own (module docstring)."""
+
+    name = "dwave-noisy"
+    params = DWaveBackend.params + NoiseModel.knobs()
+
+    def settings(self, request: SolveRequest) -> dict[str, Any]:
+        """`DWaveBackend.settings` plus ``noise``, the `NoiseModel` of ``backend_params``
+        (passed to the emulator with each call)."""
+        params = dict(request.params)
+        noise = NoiseModel.from_params(params)
+        rest = {k: v for k, v in params.items() if k not in NoiseModel.knobs()}
+        out = super().settings(dataclasses.replace(request, params=rest))
+        out["sample"][NOISE_PARAMETER] = noise
+        out["noise"] = noise
+        return out
+
+    def fidelity_warning(self, task: str, top_k: int) -> str | None:
+        return ("backend 'dwave-noisy' emulates a D-Wave QPU's published imperfections (control "
+                "errors, temperature spread, readout errors; docs/noise.md): its samples are "
+                "deliberately not faithful; 'qsample calibrate' measures how far")
+
+
+def noisy_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,),
+                  seed: int | None = None):
+    """`mock_sampler` whose stand-in is `NoisyQPUStandIn` (draws seeded by ``seed``; None:
+    fresh entropy), accepting the `NOISE_PARAMETER` keyword."""
+    sampler = mock_sampler(topology_type, topology_shape,
+                           stand_in=NoisyQPUStandIn(beta=MOCK_BETA_QPU, seed=seed))
+    sampler.parameters[NOISE_PARAMETER] = ["parameters"]
+    return sampler
+
+
+def noisy_backend(**kwargs: Any) -> NoisyDWaveBackend:
+    """Backend ``"dwave-noisy"``: `NoisyDWaveBackend` on `noisy_sampler`."""
+    return NoisyDWaveBackend(noisy_sampler(), **kwargs)

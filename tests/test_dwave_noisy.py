@@ -1,0 +1,115 @@
+"""`dwave-noisy`: the D-Wave path on an emulator of a QPU's published imperfections.
+
+Specification: with every noise figure at zero it is `dwave-mock`, read for read and token for
+token; each knob alone moves beta_eff and TV measurably, as `qsample calibrate` measures them
+(the ideal emulator's beta_eff interval holds 1, each knob's excludes it); readout errors break
+chains, counted in telemetry; bad knob values are refused naming the field.
+"""
+
+import dimod
+import numpy as np
+import pytest
+import torch
+
+from qsample import QuantumSampler, SamplerConfig
+from qsample.backends.dwave import DWaveBackend
+from qsample.backends.dwave_mock import IdealQPUStandIn, mock_sampler
+from qsample.backends.dwave_noisy import (
+    NoiseModel,
+    NoisyDWaveBackend,
+    NoisyQPUStandIn,
+    noisy_sampler,
+)
+from qsample.errors import ConfigError
+from qsample.tools.calibration import calibrate
+
+ZERO = {knob: 0.0 for knob in NoiseModel.knobs() if knob != "noise_scale"}
+K = 8
+DRAWS = 1500  # per logits shape: beta_eff's 95% interval is then about +-0.04 wide
+# each knob alone, at a value whose effect the interval resolves (measured: beta_eff 0.41 to
+# 0.95 at these values, against 0.99 [0.95, 1.03] with no noise)
+KNOB_VALUES = {"ice_h": 0.1, "ice_j": 0.1, "beta_error": -0.3, "beta_call_sd": 1.0,
+               "beta_qubit_sd": 0.3, "readout_error": 0.03}
+
+
+def logits(rows: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, 40, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+def test_every_figure_at_zero_is_the_ideal_stand_in_read_for_read():
+    bqm = dimod.generators.gnp_random_bqm(12, 0.5, "BINARY", random_state=4)
+    ideal = IdealQPUStandIn(seed=3).sample(bqm, num_reads=200, seed=11)
+    for noise in (NoiseModel(noise_scale=0.0), NoiseModel(**ZERO), None):
+        noisy = NoisyQPUStandIn(seed=3).sample(bqm, num_reads=200, seed=11, qsample_noise=noise)
+        assert np.array_equal(noisy.record.sample, ideal.record.sample)
+    noisy = NoisyQPUStandIn(seed=3).sample(bqm, num_reads=200, seed=11,
+                                           qsample_noise=NoiseModel())
+    assert not np.array_equal(noisy.record.sample, ideal.record.sample)  # the knobs act
+
+
+@pytest.mark.parametrize("mode", ["gumbel", "boltzmann"])
+def test_zero_noise_backend_draws_the_mock_backends_tokens(tmp_path, mode):
+    def tokens(backend, params):
+        sampler = QuantumSampler(SamplerConfig(mode=mode, backend=backend, top_k=K, seed=0,
+                                               backend_params=params))
+        return [sampler.sample(logits(16, step)) for step in range(3)]
+
+    mock = tokens(DWaveBackend(mock_sampler(seed=5), embedding_folder=tmp_path), {})
+    quiet = tokens(NoisyDWaveBackend(noisy_sampler(seed=5), embedding_folder=tmp_path),
+                   {"noise_scale": 0})
+    loud = tokens(NoisyDWaveBackend(noisy_sampler(seed=5), embedding_folder=tmp_path),
+                  {"noise_scale": 2})
+    assert all(torch.equal(a, b) for a, b in zip(mock, quiet, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(mock, loud, strict=True))
+
+
+@pytest.fixture(scope="module")
+def ideal_calibration():
+    return calibrate("dwave-noisy", k=K, draws=DRAWS, seed=1, chunk=16,
+                     config={"backend_params": ZERO})[0]
+
+
+def test_the_ideal_emulator_calibrates_to_beta_one(ideal_calibration):
+    assert ideal_calibration.beta_low < 1.0 < ideal_calibration.beta_high
+
+
+@pytest.mark.parametrize("knob", sorted(KNOB_VALUES))
+def test_each_knob_alone_moves_beta_eff_and_tv_measurably(ideal_calibration, knob):
+    result, _ = calibrate("dwave-noisy", k=K, draws=DRAWS, seed=1, chunk=16,
+                          config={"backend_params": {**ZERO, knob: KNOB_VALUES[knob]}})
+    assert result.beta_high < ideal_calibration.beta_low  # every knob here broadens
+    assert result.tv_before > 1.5 * ideal_calibration.tv_before
+
+
+def test_readout_errors_break_chains_and_telemetry_counts_them(tmp_path):
+    def broken(readout: float) -> float:
+        backend = NoisyDWaveBackend(noisy_sampler(seed=2), embedding_folder=tmp_path)
+        sampler = QuantumSampler(SamplerConfig(
+            mode="boltzmann", backend=backend, top_k=K, seed=0,
+            backend_params={**ZERO, "readout_error": readout}))
+        sampler.sample(logits(32))
+        return sampler.last_step.backend_timing["chain_break_fraction"]
+
+    assert broken(0.05) > 0.02 > broken(0.0)
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"ice_h": -0.1}, "backend_params.ice_h"),
+    ({"readout_error": "often"}, "backend_params.readout_error"),
+    ({"beta_error": -1.0}, "backend_params.beta_error"),
+    ({"readout_error": 0.3, "noise_scale": 2}, "backend_params.noise_scale"),
+    ({"ice_x": 0.1}, "backend_params"),
+])
+def test_bad_knob_values_are_refused_naming_the_field(tmp_path, params, field):
+    backend = NoisyDWaveBackend(noisy_sampler(), embedding_folder=tmp_path)
+    with pytest.raises(ConfigError) as error:
+        QuantumSampler(SamplerConfig(mode="boltzmann", backend=backend, top_k=K,
+                                     backend_params=params))
+    assert error.value.field == field
+
+
+def test_published_figures_are_the_defaults_and_scale_together():
+    model = NoiseModel.from_params({"noise_scale": 2})
+    assert model.scaled().ice_h == pytest.approx(2 * NoiseModel().ice_h)
+    assert model.scaled().readout_error == pytest.approx(2 * NoiseModel().readout_error)
+    assert NoiseModel(noise_scale=0).ideal and not NoiseModel().ideal
