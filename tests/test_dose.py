@@ -1,0 +1,118 @@
+"""Dose-response in `qsample ab`: a ``[[sweeps]]`` table turns one knob's values into arms, and
+the report relates each arm's measured infidelity to its text differences from the baseline.
+
+Specification (tiny Llama): sweeping the sampling temperature while the target stays at the
+baseline's (a beta error) gives beta_eff near 1 at no error (its interval holds 1) and near
+T_target / T at T = 3 (a negative control that must be caught: KS, TV and a text metric all
+move); each swept arm has its TV, noise floor, KS, beta_eff interval, differences with
+intervals and the smallest detectable difference; the report and dose-response.png are written.
+Bad sweep tables are refused naming the field.
+"""
+
+import json
+import math
+
+import pytest
+
+from qsample.errors import ConfigError
+from qsample.evaluation.config import config_from_dict
+from qsample.evaluation.dose import DOSE_METRICS, threshold
+from qsample.evaluation.report import compute, write_report
+from qsample.evaluation.runner import run_ab
+from qsample.tools.stats import detectable_difference
+
+TARGET_T = 0.8
+HOT_T = 3.0
+
+
+def sweep_config(prompts_file, **sweep):
+    return config_from_dict({
+        "run": {"prompts": str(prompts_file), "samples": 4, "max_new_tokens": 10, "seed": 2,
+                "tv_prompts": 2, "tv_steps": 2, "tv_draws": 400},
+        "sampling": {"temperature": TARGET_T, "top_k": 16},
+        "arms": [{"name": "plain", "kind": "plain"}],
+        "sweeps": [{"name": "beta error", "knob": "temperature", "values": [TARGET_T, HOT_T],
+                    "arm": {"mode": "gumbel", "target_temperature": TARGET_T}, **sweep}]})
+
+
+@pytest.fixture(scope="module")
+def dose_run(tiny_llama_dir, tmp_path_factory):
+    from qsample.plugins.transformers.ab_engine import TransformersEngine
+    from qsample.plugins.transformers.models import load_model
+
+    out = tmp_path_factory.mktemp("dose")
+    prompts = out / "prompts.txt"
+    prompts.write_text("\n".join(["the annealer said", "a quantum", "once upon a time",
+                                  "the robot", "in the forest", "two plus three is"]))
+    config = sweep_config(prompts)
+    model, tokenizer = load_model(str(tiny_llama_dir))
+    engine = TransformersEngine(model, tokenizer)
+    records = run_ab(config, engine, out, progress=False, log=lambda _: None)
+    metrics = compute(records, config, engine.resampler)
+    write_report(metrics, config, out, records)
+    return config, out, metrics
+
+
+def test_a_sweep_becomes_one_arm_per_value(tmp_path):
+    config = sweep_config(tmp_path / "p.txt")
+    swept = [a for a in config.arms if a.sweep]
+    assert [a.name for a in swept] == [f"beta error={TARGET_T:g}", f"beta error={HOT_T:g}"]
+    assert [a.config.temperature for a in swept] == [TARGET_T, HOT_T]
+    assert all(a.target_temperature == TARGET_T and a.dose == a.config.temperature
+               for a in swept)
+    params = config_from_dict({"sweeps": [{"knob": "backend_params.noise_scale",
+                                           "values": [0, 1, 2],
+                                           "arm": {"mode": "boltzmann",
+                                                   "backend": "dwave-noisy",
+                                                   "backend_params": {"ice_h": 0.01}}}]})
+    assert [a.config.backend_params for a in params.arms] == [
+        {"ice_h": 0.01, "noise_scale": v} for v in (0, 1, 2)]
+
+
+def test_the_faithful_arm_fits_beta_one_and_the_beta_error_is_caught(dose_run):
+    _, _, metrics = dose_run
+    rows = {r["dose"]: r for r in metrics["dose_response"]}
+    faithful, hot = rows[TARGET_T], rows[HOT_T]
+    assert faithful["beta_low"] < 1 < faithful["beta_high"]
+    assert hot["beta_high"] < 1 and hot["beta_eff"] == pytest.approx(TARGET_T / HOT_T, rel=0.3)
+    assert hot["tv_mean"] > 3 * hot["tv_noise_floor"] > faithful["tv_mean"]
+    assert hot["ks_statistic"] > faithful["ks_statistic"]
+    assert hot["changed"] and not faithful["changed"]
+    t = threshold(metrics["dose_response"], "beta error")
+    assert t["changed_arm"] == f"beta error={HOT_T:g}" and t["unchanged_up_to"] < t["changed_at"]
+    for row in rows.values():
+        assert set(row["differences"]) == set(DOSE_METRICS)
+        for d in row["differences"].values():
+            assert d["low"] <= d["difference"] <= d["high"]
+            assert d["detectable"] >= 0  # 0 where every pair agrees (length, at max tokens)
+        assert row["differences"]["mean_logprob"]["detectable"] > 0
+
+
+def test_report_has_the_dose_response_section_and_plot(dose_run):
+    _, out, metrics = dose_run
+    report = (out / "report.md").read_text()
+    assert "## Dose-response" in report and "text first changes detectably at TV" in report
+    assert (out / "dose-response.png").stat().st_size > 10_000
+    saved = json.loads((out / "metrics.json").read_text())
+    assert len(saved["dose_response"]) == 2
+
+
+def test_detectable_difference_is_the_power_formula():
+    d = [0.0, 1.0, 2.0, 3.0]  # sd 1.29, 4 pairs: (1.96 + 0.84) * 1.29 / 2
+    assert detectable_difference(__import__("numpy").array(d)) == pytest.approx(
+        2.8016 * math.sqrt(5 / 3) / 2, rel=1e-3)
+
+
+@pytest.mark.parametrize("sweep, field", [
+    ({"knob": "mode"}, "sweeps[0].knob"),
+    ({"knob": "backend_params."}, "sweeps[0].knob"),
+    ({"values": [1]}, "sweeps[0].values"),
+    ({"values": [1, "two"]}, "sweeps[0].values"),
+    ({"arm": {"kind": "plain"}}, "sweeps[0].arm"),
+    ({"steps": 3}, "sweeps[0].steps"),
+    ({"knob": "num_sweeps", "values": [0, 3]}, "sweeps[0].num_sweeps"),
+])
+def test_bad_sweeps_are_refused_naming_the_field(tmp_path, sweep, field):
+    with pytest.raises(ConfigError) as error:
+        sweep_config(tmp_path / "p.txt", **sweep)
+    assert error.value.field == field
