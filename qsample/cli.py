@@ -53,6 +53,14 @@ def _bench_anneal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dose_plot(args: argparse.Namespace) -> int:
+    from .evaluation.dose import plot_studies
+
+    plot_studies(args.folders, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _fidelity(args: argparse.Namespace) -> int:
     import torch
 
@@ -516,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warm-up", help="compile the annealer's CPU kernels into numba's cache "
                           "(set-up runs it, so a first generation does not compile)")
     warm.set_defaults(func=_warm_up)
+
+    dose = sub.add_parser("dose-plot", help="the dose-response rows of several `qsample ab` "
+                          "runs on one plot")
+    dose.add_argument("folders", nargs="+", help="`qsample ab` output folders")
+    dose.add_argument("--out", default="dose-response.png", help="PNG to write")
+    dose.set_defaults(func=_dose_plot)
 
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])

@@ -116,3 +116,13 @@ def test_bad_sweeps_are_refused_naming_the_field(tmp_path, sweep, field):
     with pytest.raises(ConfigError) as error:
         sweep_config(tmp_path / "p.txt", **sweep)
     assert error.value.field == field
+
+
+def test_dose_plot_puts_several_runs_on_one_figure(dose_run, tmp_path):
+    from qsample.cli import main
+
+    _, out, _ = dose_run
+    png = tmp_path / "both.png"
+    assert main(["dose-plot", str(out), str(out), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    assert main(["dose-plot", str(tmp_path), "--out", str(png)]) == 1  # no metrics.json

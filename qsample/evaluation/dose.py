@@ -12,6 +12,7 @@ over the whole run); ``detectable`` is the difference the run would detect with 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,30 @@ def section(metrics: dict[str, Any]) -> list[str]:
 
 
 def plot(metrics: dict[str, Any], out: Path) -> None:
-    """``dose-response.png``: one panel per `DOSE_METRICS` entry, each swept arm's difference
-    from the baseline (95% interval) against its TV, one colour per sweep, the grey band the
-    median detectable difference of the sweep's arms; nothing without sweeps."""
+    """``out/dose-response.png`` of one run (`plot_rows`); nothing without sweeps."""
     rows = metrics.get("dose_response") or []
+    if rows:
+        plot_rows(rows, metrics["baseline"], out / "dose-response.png")
+
+
+def plot_studies(folders: list[Path], path: Path) -> None:
+    """The sweeps of several runs' ``metrics.json`` on one plot (`plot_rows`), each sweep named
+    ``<folder>: <sweep>``; the baseline named in the title is each run's own."""
+    rows, baselines = [], []
+    for folder in folders:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+        baselines.append(metrics["baseline"])
+        rows += [{**r, "sweep": f"{Path(folder).name}: {r['sweep']}"}
+                 for r in metrics.get("dose_response") or []]
     if not rows:
-        return
+        raise ValueError("no dose-response rows in " + ", ".join(map(str, folders)))
+    plot_rows(rows, "/".join(dict.fromkeys(baselines)), Path(path))
+
+
+def plot_rows(rows: list[dict[str, Any]], baseline: str, path: Path) -> None:
+    """One panel per `DOSE_METRICS` entry: each swept arm's difference from the baseline (95%
+    interval, labelled with its dose; red: different after Holm) against its TV, one colour
+    per sweep, the shaded band the median detectable difference of the sweep's arms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,10 +168,11 @@ def plot(metrics: dict[str, Any], out: Path) -> None:
                 ax.axhspan(-band, band, color=f"C{colour}", alpha=0.08)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("TV at kept steps")
-        ax.set_title(f"{metric} − {metrics['baseline']}", fontsize=8)
+        ax.set_title(f"{metric} − {baseline}", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("dose-response: text difference (95% CI; red label: Holm p < 0.05) against "
                  "measured infidelity; band: detectable difference", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "dose-response.png", dpi=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
