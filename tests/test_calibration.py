@@ -22,7 +22,6 @@ from qsample.tools.calibration import (
     tempered,
 )
 
-
 # 400 replicates: a 95% interval's coverage count is Binomial(400, 0.95), sd 4.4; 364..396
 # is +-7 sd, while a 90% or 99% interval would average 360 or 396 and fail half the time
 REPLICATES, COVERED = 400, (364, 396)

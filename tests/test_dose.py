@@ -89,7 +89,7 @@ def test_the_faithful_arm_fits_beta_one_and_the_beta_error_is_caught(dose_run):
 
 
 def test_report_has_the_dose_response_section_and_plot(dose_run):
-    _, out, metrics = dose_run
+    _, out, _ = dose_run
     report = (out / "report.md").read_text()
     assert "## Dose-response" in report and "text first changes detectably at TV" in report
     assert (out / "dose-response.png").stat().st_size > 10_000
