@@ -2,8 +2,10 @@
 
 Specification: with every noise figure at zero it is `dwave-mock`, read for read and token for
 token; each knob alone moves beta_eff and TV measurably, as `qsample calibrate` measures them
-(the ideal emulator's beta_eff interval holds 1, each knob's excludes it); readout errors break
-chains, counted in telemetry; bad knob values are refused naming the field.
+(the ideal emulator's beta_eff interval holds 1, each knob's excludes it, but the per-call
+spread's: a mixture of temperatures, it leaves its distance after the temperature fit); readout
+errors break chains, counted in telemetry; bad knob values are refused naming the field. The
+emulator's own draws are seeded here (a QPU's are not seeded by qsample's seed).
 """
 
 import dimod
@@ -27,7 +29,7 @@ ZERO = {knob: 0.0 for knob in NoiseModel.knobs() if knob != "noise_scale"}
 K = 8
 DRAWS = 1500  # per logits shape: beta_eff's 95% interval is then about +-0.04 wide
 # each knob alone, at a value whose effect the interval resolves (measured: beta_eff 0.41 to
-# 0.95 at these values, against 0.99 [0.95, 1.03] with no noise)
+# 0.92 at these values, against 0.99 [0.95, 1.03] with no noise)
 KNOB_VALUES = {"ice_h": 0.1, "ice_j": 0.1, "beta_error": -0.3, "beta_call_sd": 1.0,
                "beta_qubit_sd": 0.3, "readout_error": 0.03}
 
@@ -63,10 +65,23 @@ def test_zero_noise_backend_draws_the_mock_backends_tokens(tmp_path, mode):
     assert not all(torch.equal(a, b) for a, b in zip(mock, loud, strict=True))
 
 
+STAND_IN_SEED = 1  # the emulator's own draws (a QPU's are not seeded by qsample's seed)
+
+
+def noisy_calibration(folder, params):
+    backend = NoisyDWaveBackend(noisy_sampler(seed=STAND_IN_SEED), embedding_folder=folder)
+    return calibrate(backend, k=K, draws=DRAWS, seed=1, chunk=16,
+                     config={"backend_params": params})[0]
+
+
 @pytest.fixture(scope="module")
-def ideal_calibration():
-    return calibrate("dwave-noisy", k=K, draws=DRAWS, seed=1, chunk=16,
-                     config={"backend_params": ZERO})[0]
+def embeddings(tmp_path_factory):
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="module")
+def ideal_calibration(embeddings):
+    return noisy_calibration(embeddings, ZERO)
 
 
 def test_the_ideal_emulator_calibrates_to_beta_one(ideal_calibration):
@@ -74,11 +89,16 @@ def test_the_ideal_emulator_calibrates_to_beta_one(ideal_calibration):
 
 
 @pytest.mark.parametrize("knob", sorted(KNOB_VALUES))
-def test_each_knob_alone_moves_beta_eff_and_tv_measurably(ideal_calibration, knob):
-    result, _ = calibrate("dwave-noisy", k=K, draws=DRAWS, seed=1, chunk=16,
-                          config={"backend_params": {**ZERO, knob: KNOB_VALUES[knob]}})
-    assert result.beta_high < ideal_calibration.beta_low  # every knob here broadens
+def test_each_knob_alone_moves_beta_eff_and_tv_measurably(ideal_calibration, embeddings, knob):
+    result = noisy_calibration(embeddings, {**ZERO, knob: KNOB_VALUES[knob]})
     assert result.tv_before > 1.5 * ideal_calibration.tv_before
+    if knob == "beta_call_sd":
+        # a mixture of temperatures, not one: the fit leaves most of the distance (measured
+        # TV after the fit 0.09-0.10 against 0.01-0.03 ideal; beta_eff 0.90-0.92 at two seeds,
+        # 0.98 at one unseeded run)
+        assert result.tv_after > 2 * ideal_calibration.tv_after
+    else:
+        assert result.beta_high < ideal_calibration.beta_low  # each of these broadens
 
 
 def test_readout_errors_break_chains_and_telemetry_counts_them(tmp_path):
