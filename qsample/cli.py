@@ -378,6 +378,12 @@ def _backend_params(pairs: list[tuple[str, str]] | None) -> dict[str, Any]:
     return out
 
 
+def _add_param(parser: argparse.ArgumentParser) -> None:
+    """``--param KEY=VALUE ...``: the sampler's ``backend_params`` (`_backend_params`)."""
+    parser.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
+                        help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsample", description=__doc__)
     parser.add_argument("--version", action="version", version=f"qsample {__version__}")
@@ -471,8 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--coupling", default=None,
                      help="lambda >= 0 between the n sequences, or 'distinct' (default 0)")
     gen.add_argument("--coupling-scope", default=None, help="prefix (default) or always")
-    gen.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
-                     help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
+    _add_param(gen)
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
@@ -507,8 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--save", action="store_true",
                      help="save each result in the qsample cache for the backend to use")
     cal.add_argument("--out", default="bench-results/calibration", help="folder for JSON + PNG")
-    cal.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
-                     help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
+    _add_param(cal)
     cal.set_defaults(func=_calibrate)
 
     first = sub.add_parser("bench-first-step", help="a new process's sampler warm-up and first "
@@ -541,8 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--seed", type=int, default=2024)
     fid.add_argument("--set", type=_key_value, nargs="*", metavar="FIELD=VALUE",
                      help="other SamplerConfig fields, e.g. penalty=2 num_sweeps=50")
-    fid.add_argument("--param", type=_key_value, nargs="*", metavar="KEY=VALUE",
-                     help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
+    _add_param(fid)
     fid.add_argument("--threads", type=int, default=1, help="torch threads")
     fid.add_argument("--json", help="write the rows as JSON here")
     fid.set_defaults(func=_fidelity)

@@ -25,7 +25,7 @@ from qsample.backends.dwave_noisy import (
 from qsample.errors import ConfigError
 from qsample.tools.calibration import calibrate
 
-ZERO = {knob: 0.0 for knob in NoiseModel.knobs() if knob != "noise_scale"}
+ZERO = dict.fromkeys(NoiseModel.figures(), 0.0)
 K = 8
 DRAWS = 1500  # per logits shape: beta_eff's 95% interval is then about +-0.04 wide
 # each knob alone, at a value whose effect the interval resolves (measured: beta_eff 0.41 to

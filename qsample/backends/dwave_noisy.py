@@ -77,7 +77,13 @@ class NoiseModel:
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
+        """Every field: the noise figures, then ``noise_scale``."""
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def figures(cls) -> tuple[str, ...]:
+        """The noise figures ``noise_scale`` multiplies (every knob but itself)."""
+        return tuple(k for k in cls.knobs() if k != "noise_scale")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> NoiseModel:
@@ -92,11 +98,11 @@ class NoiseModel:
                 number = float(value)
             except (TypeError, ValueError):
                 number = math.nan
-            low = -1.0 if name == "beta_error" else 0.0
-            if isinstance(value, bool) or not math.isfinite(number) or number < low or (
-                    name == "beta_error" and number == low):
+            relative = name == "beta_error"  # a relative error: > -1; the others >= 0
+            if isinstance(value, bool) or not math.isfinite(number) or (
+                    number <= -1 if relative else number < 0):
                 raise ConfigError(f"backend_params.{name}", value,
-                                  "a finite number > -1" if name == "beta_error"
+                                  "a finite number > -1" if relative
                                   else "a finite number >= 0")
             values[name] = number
         model = cls(**values)
@@ -109,17 +115,14 @@ class NoiseModel:
 
     def scaled(self) -> NoiseModel:
         """The figures in effect: each multiplied by ``noise_scale`` (which becomes 1)."""
-        s = self.noise_scale
-        return NoiseModel(self.ice_h * s, self.ice_j * s, self.beta_error * s,
-                          self.beta_call_sd * s, self.beta_qubit_sd * s, self.readout_error * s,
-                          1.0)
+        return dataclasses.replace(self, noise_scale=1.0, **{
+            k: getattr(self, k) * self.noise_scale for k in self.figures()})
 
     @property
     def ideal(self) -> bool:
         """Whether every figure in effect is 0 (the emulator is then `dwave-mock`)."""
-        s = self.scaled()
-        return not any((s.ice_h, s.ice_j, s.beta_error, s.beta_call_sd, s.beta_qubit_sd,
-                        s.readout_error))
+        scaled = self.scaled()
+        return not any(getattr(scaled, k) for k in self.figures())
 
 
 class NoisyQPUStandIn(IdealQPUStandIn):
@@ -161,14 +164,13 @@ class NoisyDWaveBackend(DWaveBackend):
     params = DWaveBackend.params + NoiseModel.knobs()
 
     def settings(self, request: SolveRequest) -> dict[str, Any]:
-        """`DWaveBackend.settings` plus ``noise``, the `NoiseModel` of ``backend_params``
-        (passed to the emulator with each call)."""
+        """`DWaveBackend.settings` with the `NoiseModel` of ``backend_params`` among the
+        emulator's call arguments (`NOISE_PARAMETER`)."""
         params = dict(request.params)
         noise = NoiseModel.from_params(params)
         rest = {k: v for k, v in params.items() if k not in NoiseModel.knobs()}
         out = super().settings(dataclasses.replace(request, params=rest))
         out["sample"][NOISE_PARAMETER] = noise
-        out["noise"] = noise
         return out
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:
