@@ -53,14 +53,20 @@ def offline_backend(tmp_path, monkeypatch, fresh_operator_config):
     plugin.reset_operator_config()
 
 
+@pytest.fixture(scope="session")
+def vllm_cache(tmp_path_factory) -> None:
+    """vLLM's cache folder (VLLM_CACHE_ROOT, unless the caller set one) in the test session's
+    temporary folder, not the home folder."""
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
+
+
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory):
+def llm(tmp_path_factory, vllm_cache):
     """(a ``vllm.LLM`` on a tiny Llama built for the module, the model's folder)."""
     import vllm
     from tiny_llama import build_tiny_llama
 
     folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-vllm"))
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
     engine = vllm.LLM(model=str(folder), enforce_eager=True, dtype="float32", max_model_len=128,
                       seed=0)
     yield engine, folder

@@ -229,16 +229,12 @@ def test_each_engine_resamples_a_plain_arm_as_it_samples():
     assert set(vllm_resampler(config)(logits).tolist()) == {0}
 
 
-def test_vllm_engine_runs_the_same_harness(tiny_llama_dir, tmp_path):
+def test_vllm_engine_runs_the_same_harness(tiny_llama_dir, tmp_path, vllm_cache):
     """The vLLM engine (plain vLLM sampling vs requests opted in to the qsample plugin): the
     same records, with fidelity from vLLM's raw top-k logprobs."""
     pytest.importorskip("vllm")
-    import os
-
     from qsample.plugins.vllm.ab_engine import VLLMEngine
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
     prompts = tmp_path / "p.txt"
     prompts.write_text("the annealer said\na quantum\nonce upon a time\n")
     config = config_from_dict({

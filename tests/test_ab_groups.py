@@ -279,14 +279,10 @@ def test_the_report_has_a_groups_section_with_paired_differences(groups_run):
     assert saved["arms"]["distinct"]["settings"]["coupling"] == "distinct"
 
 
-def test_vllm_engine_draws_a_group_in_one_request(tiny_llama_dir, tmp_path):
+def test_vllm_engine_draws_a_group_in_one_request(tiny_llama_dir, tmp_path, vllm_cache):
     pytest.importorskip("vllm")
-    import os
-
     from qsample.plugins.vllm.ab_engine import VLLMEngine
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
     prompts = tmp_path / "p.txt"
     prompts.write_text("the annealer said\na quantum\n")
     config = config_from_dict({
