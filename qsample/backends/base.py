@@ -15,6 +15,7 @@ text of what happened; the sampler then applies its fallback policy to it.
 from __future__ import annotations
 
 import enum
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,22 @@ class RejectedResult(ValueError):
 def describe(error: Exception) -> str:
     """The text of a failure by ``error``: "ExceptionType: message"."""
     return f"{type(error).__name__}: {error}"
+
+
+def number_param(name: str, value: Any, low: float, high: float = math.inf, *,
+                 above: bool = False) -> float:
+    """``backend_params[name]`` as a finite float in [low, high] ((low, high] with ``above``);
+    anything else raises `ConfigError` naming ``backend_params.<name>``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if (isinstance(value, bool) or not math.isfinite(number) or number > high
+            or (number <= low if above else number < low)):
+        bounds = f"{'>' if above else '>='} {low:g}" + (f" and <= {high:g}"
+                                                      if math.isfinite(high) else "")
+        raise ConfigError(f"backend_params.{name}", value, f"a finite number {bounds}")
+    return number
 
 
 @dataclass

@@ -36,7 +36,7 @@ import dimod
 import numpy as np
 
 from ..errors import ConfigError
-from .base import SolveRequest
+from .base import SolveRequest, number_param
 from .dwave import DWaveBackend
 from .dwave_mock import MOCK_BETA_QPU, IdealQPUStandIn, mock_sampler
 
@@ -93,18 +93,9 @@ class NoiseModel:
         for name in cls.knobs():
             if name not in params:
                 continue
-            value = params[name]
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
             relative = name == "beta_error"  # a relative error: > -1; the others >= 0
-            if isinstance(value, bool) or not math.isfinite(number) or (
-                    number <= -1 if relative else number < 0):
-                raise ConfigError(f"backend_params.{name}", value,
-                                  "a finite number > -1" if relative
-                                  else "a finite number >= 0")
-            values[name] = number
+            values[name] = number_param(name, params[name], -1.0 if relative else 0.0,
+                                        above=relative)
         model = cls(**values)
         scaled = model.scaled()
         if scaled.readout_error > MAX_READOUT_ERROR or scaled.beta_error <= -1:

@@ -21,6 +21,7 @@ from .dimod_backends import (
 from .dwave import DWaveBackend
 from .dwave_mock import mock_backend
 from .dwave_noisy import noisy_backend
+from .qpanda import QPandaSimBackend
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "batched-sa": BatchedSABackend,
@@ -32,6 +33,7 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "dwave": DWaveBackend,
     "dwave-mock": mock_backend,
     "dwave-noisy": noisy_backend,
+    "qpanda-sim": QPandaSimBackend,
 }
 
 
