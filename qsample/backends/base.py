@@ -188,6 +188,8 @@ class Backend(ABC):
         max_size: largest K it accepts (None: no limit).
         params: the ``backend_params`` keys it accepts (None: any, passed to its sampler).
         couplings: it solves problems with sibling couplings (`OneHotProblems.siblings`).
+        default_top_k: the candidates a command line uses with this backend when none is given
+            (None: the config's default).
         probe: a local backend that costs nothing to call: a sampler is built only after one
             solve of a two-candidate problem with its settings has worked, so a bad
             ``backend_params`` value raises `ConfigError` then, not a fallback at every step.
@@ -199,6 +201,7 @@ class Backend(ABC):
     max_size: int | None = None
     params: tuple[str, ...] | None = None
     couplings: bool = False
+    default_top_k: int | None = None
     probe: bool = False
 
     def fidelity_warning(self, task: str, top_k: int) -> str | None:

@@ -425,17 +425,19 @@ class DWaveBackend(Backend):
     # ---------------------------------------------------------------- cost
 
     def estimate(self, batch: int, top_k: int, num_reads: int, steps: int,
-                 group_size: int = 1) -> dict[str, float]:
+                 group_size: int = 1, params: dict[str, Any] | None = None) -> dict[str, float]:
         """Calls and QPU seconds for ``steps`` decoding steps of ``batch`` rows, before spending
         any: calls per step from `plan` (``group_size`` > 1: the rows are coupled groups of that
         many siblings on one candidate list, the last group smaller when it does not divide
         ``batch``), QPU access time per call from the solver's timing properties
-        (programming + num_reads x (anneal + readout + delay))."""
+        (programming + num_reads x (anneal + readout + delay)), the anneal time being
+        ``backend_params`` ``annealing_time`` where ``params`` give one."""
         plan = self.plan(_shaped(batch, top_k, group_size))
         per_call = max((len(rows) for rows, _ in plan), default=0)
         calls_per_step = len(plan)
         props = self.sampler.properties
-        anneal = float(props.get("default_annealing_time", DEFAULT_ANNEAL_US))
+        anneal = float((params or {}).get("annealing_time",
+                                          props.get("default_annealing_time", DEFAULT_ANNEAL_US)))
         readout = (float(props.get("default_readout_thermalization", 0.0))
                    + READOUT_US)
         programming = (float(props.get("default_programming_thermalization",

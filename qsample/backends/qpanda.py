@@ -45,6 +45,7 @@ from .gate_model import (
 )
 
 MAX_SIM_QUBITS = 20  # state vector of 2^20 amplitudes (16 MB); a noisy K = 20 shot takes ~0.1 s
+DEFAULT_GATE_TOP_K = 16  # 16 qubits per row in the onehot encoding
 TIMING_KEYS = ("circuits", "circuit_gates", "circuit_two_qubit_gates", "circuit_depth", "shots")
 
 
@@ -57,12 +58,13 @@ class GateModelBackend(Backend):
     """
 
     tasks = ("thermal",)
+    default_top_k = DEFAULT_GATE_TOP_K
 
     def __init__(self, encoding_name: str = DEFAULT_ENCODING) -> None:
         self.encoding = encoding(encoding_name).name
 
-    def qubit_budget(self) -> int:
-        """The most qubits one row may take."""
+    def qubit_budget(self, params: dict[str, Any]) -> int:
+        """The most qubits one row may take with ``backend_params`` ``params``."""
         raise NotImplementedError
 
     def row_encoding(self, params: dict[str, Any]) -> Encoding:
@@ -71,8 +73,9 @@ class GateModelBackend(Backend):
     def check(self, request: SolveRequest, top_k: int | None) -> None:
         """`Backend.check`, and top_k within the qubit budget in the chosen encoding."""
         super().check(request, top_k)
-        enc = self.row_encoding(dict(request.params))
-        budget = self.qubit_budget()
+        params = dict(request.params)
+        enc = self.row_encoding(params)
+        budget = self.qubit_budget(params)
         if top_k is not None and enc.qubits(top_k) > budget:
             largest = budget if enc.name == "onehot" else 1 << budget
             raise ConfigError("top_k", top_k, f"at most {largest} with backend '{self.name}' "
@@ -100,7 +103,7 @@ class QPandaSimBackend(GateModelBackend):
         sdk()  # pyqpanda3 installed, or ConfigError now
         super().__init__(encoding_name)
 
-    def qubit_budget(self) -> int:
+    def qubit_budget(self, params: dict[str, Any]) -> int:
         return MAX_SIM_QUBITS
 
     def settings(self, request: SolveRequest) -> dict[str, Any]:

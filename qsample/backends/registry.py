@@ -8,7 +8,7 @@ from typing import Any
 import dimod
 
 from ..errors import ConfigError
-from .base import Backend
+from .base import TASKS, Backend
 from .batched_sa import BatchedSABackend
 from .dimod_backends import (
     DimodBackend,
@@ -21,6 +21,8 @@ from .dimod_backends import (
 from .dwave import DWaveBackend
 from .dwave_mock import mock_backend
 from .dwave_noisy import noisy_backend
+from .originq import OriginQBackend
+from .originq_mock import OriginQMockBackend
 from .qpanda import QPandaSimBackend
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
@@ -34,6 +36,8 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "dwave-mock": mock_backend,
     "dwave-noisy": noisy_backend,
     "qpanda-sim": QPandaSimBackend,
+    "originq": OriginQBackend,
+    "originq-mock": OriginQMockBackend,
 }
 
 
@@ -45,6 +49,14 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
 def available_backends() -> list[str]:
     """Registered backend names."""
     return list(_FACTORIES)
+
+
+def backend_defaults(name: str) -> tuple[tuple[str, ...], int | None]:
+    """What a command line defaults to for the registered backend ``name``, without building
+    it: the tasks it can do and its ``default_top_k`` (None: the config's), from its factory
+    where that is a `Backend` class (every task and None otherwise)."""
+    factory = _FACTORIES.get(name)
+    return getattr(factory, "tasks", TASKS), getattr(factory, "default_top_k", None)
 
 
 def check_backend(spec: Any) -> None:
