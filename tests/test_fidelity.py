@@ -139,3 +139,45 @@ def test_annealer_controls_are_rejected(shape):
     fit = measure(unmixed, logits, DRAWS).fit
     record(f"control unmixed chain/{shape}/K={k}", fit)
     assert fit.p_value < ALPHA, fit
+
+
+# Gate-model backends (pyqpanda3): the ideal simulator in both encodings at K in {8, 16}, and
+# the cloud path on its offline stand-in (fewer draws: it simulates every program).
+CLOUD_DRAWS = 5_000
+GATE_MODEL = (
+    [("qpanda-sim", enc, shape, k) for enc in ("onehot", "binary")
+     for shape in ("flat", "peaked") for k in (8, 16)]
+    + [("originq-mock", "onehot", "peaked", 8), ("originq-mock", "binary", "flat", 16)]
+)
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("backend, encoding, shape, k", GATE_MODEL,
+                         ids=[f"{b}-{e}-{s}-K{k}" for b, e, s, k in GATE_MODEL])
+def test_gate_model_faithful_to_softmax_over_candidates(backend, encoding, shape, k):
+    pytest.importorskip("pyqpanda3")
+    config = SamplerConfig(mode="boltzmann", backend=backend, top_k=k, temperature=TEMPERATURE,
+                           seed=2024, backend_params={"encoding": encoding})
+    draws = DRAWS if backend == "qpanda-sim" else CLOUD_DRAWS
+    result = measure(config, reference_logits(shape, k), draws)
+    record(f"boltzmann/{backend}:{encoding}/{shape}/K={k}", result.fit)
+    assert result.telemetry["fallback_rate"] == 0.0, result.telemetry
+    assert result.fit.p_value >= ALPHA, result.fit
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("encoding", ["onehot", "binary"])
+def test_gate_model_control_with_wrong_angles_is_rejected(encoding, monkeypatch):
+    """The same test rejects the simulator when its rotation angles are 5% too large."""
+    pytest.importorskip("pyqpanda3")
+    from qsample.backends import qpanda
+
+    exact = qpanda.tree_angles
+    monkeypatch.setattr(qpanda, "tree_angles",
+                        lambda probs, levels: [1.05 * a for a in exact(probs, levels)])
+    config = SamplerConfig(mode="boltzmann", backend="qpanda-sim", top_k=16,
+                           temperature=TEMPERATURE, seed=2024,
+                           backend_params={"encoding": encoding})
+    fit = measure(config, reference_logits("flat", 16), DRAWS).fit
+    record(f"control qpanda-sim:{encoding} angles x1.05/flat/K=16", fit)
+    assert fit.p_value < ALPHA, fit
