@@ -9,6 +9,7 @@ middleware (streamed refusals after HTTP 200) is covered in test_vllm_soak.py.""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,7 +27,9 @@ from qsample.plugins.vllm.serve_check import openai_server, scrape  # noqa: E402
 
 REQUEST_SECONDS = 60
 MIDDLEWARE = "qsample.plugins.vllm.admission_middleware"
-ALLOWED_BACKENDS = ["batched-sa", "neal", "tree", "exact", "tabu", "dwave"]
+NEEDS_PYQPANDA3 = pytest.mark.skipif(importlib.util.find_spec("pyqpanda3") is None,
+                                     reason="pyqpanda3 (qsample[origin]) is not installed")
+ALLOWED_BACKENDS = ["batched-sa", "neal", "tree", "exact", "tabu", "dwave", "qpanda-sim", "originq"]
 
 
 class Server(NamedTuple):
@@ -116,6 +119,16 @@ def test_completions_opt_in_per_request_and_are_reproducible(server):
     assert other != first
 
 
+@NEEDS_PYQPANDA3
+def test_gate_model_simulator_serves_reproducible_requests(server):
+    """qpanda-sim inside the engine: the ideal simulator's reads are drawn from the row keys,
+    so a seed decides the text."""
+    xargs = {"qsample_backend": "qpanda-sim", "qsample_mode": "boltzmann", "qsample_top_k": 8,
+             "qsample_seed": 3}
+    first, second = (complete(server.client, xargs).choices[0].text for _ in range(2))
+    assert first == second and first
+
+
 def test_chat_completions_opt_in(server):
     answers = [chat(server.client, {"qsample": 1, "qsample_seed": 5}).choices[0].message.content
                for _ in range(2)]
@@ -135,7 +148,14 @@ def test_bad_values_get_http_400_naming_the_key(server):
     ({"qsample_backend": "exact", "qsample_top_k": 30}, "qsample_top_k", "at most 20"),
     ({"qsample_backend": "tabu", "qsample_mode": "boltzmann"}, "qsample_backend", "only ground"),
     ({"qsample_backend": "dwave"}, "qsample_backend", "DWAVE_API_TOKEN"),
-], ids=["tree-top-k", "exact-top-k", "tabu-boltzmann", "dwave-no-token"])
+    pytest.param({"qsample_backend": "qpanda-sim", "qsample_top_k": 8}, "qsample_backend",
+                 "only thermal", marks=NEEDS_PYQPANDA3),
+    pytest.param({"qsample_backend": "qpanda-sim", "qsample_mode": "boltzmann"},
+                 "qsample_top_k", "at most 20", marks=NEEDS_PYQPANDA3),
+    ({"qsample_backend": "originq", "qsample_mode": "boltzmann"}, "qsample_backend",
+     "ORIGINQ_API_KEY"),
+], ids=["tree-top-k", "exact-top-k", "tabu-boltzmann", "dwave-no-token", "qpanda-sim-gumbel",
+        "qpanda-sim-top-k", "originq-no-key"])
 def test_an_allowed_backend_that_cannot_run_the_request_gets_http_400(server, xargs, key, words):
     with pytest.raises(openai.BadRequestError) as caught:
         complete(server.client, xargs)
