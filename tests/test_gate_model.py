@@ -17,15 +17,15 @@ import torch
 
 pytest.importorskip("pyqpanda3")
 
-from pyqpanda3 import core  # noqa: E402
+from pyqpanda3 import core
 
-from qsample import QuantumSampler, SamplerConfig  # noqa: E402
-from qsample.backends import gate_model, originq  # noqa: E402
-from qsample.backends.gate_model import GateNoise, encoding, row_program, tree_angles  # noqa: E402
-from qsample.backends.originq_mock import OriginQMockBackend, StandInCloudService  # noqa: E402
-from qsample.cli import main  # noqa: E402
-from qsample.errors import ConfigError  # noqa: E402
-from qsample.tools.fidelity import measure, reference_logits  # noqa: E402
+from qsample import QuantumSampler, SamplerConfig
+from qsample.backends import gate_model, originq
+from qsample.backends.gate_model import GateNoise, encoding, row_program, tree_angles
+from qsample.backends.originq_mock import OriginQMockBackend, StandInCloudService
+from qsample.cli import main
+from qsample.errors import ConfigError
+from qsample.tools.fidelity import measure, reference_logits
 
 SIGMAS = 4.5  # binomial tolerance of rate checks (two-sided p ~ 7e-6)
 

@@ -28,8 +28,8 @@ from .originq import DEFAULT_CHIP, OriginQBackend
 from .qpanda import MAX_SIM_QUBITS
 
 STANDIN_QUBITS = 72  # Origin Wukong's qubits
-# qubits offline in a published snapshot of Wukong (66 of 72 available); which ones is made up
-STANDIN_OFFLINE = (5, 17, 30, 41, 58, 66)
+# qubits unavailable in a published snapshot of Wukong (pyqpanda3 v0.1.1's changelog): 66 of 72
+STANDIN_OFFLINE = (18, 23, 42, 43, 49, 68)
 MAX_PART_QUBITS = MAX_SIM_QUBITS
 QUEUE_POLLS = 1  # polls answered QUEUING, then COMPUTING, before FINISHED
 COMPUTE_POLLS = 1
