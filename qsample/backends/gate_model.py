@@ -126,6 +126,15 @@ class Encoding:
         """Qubits of a row of ``k`` candidates."""
         raise NotImplementedError
 
+    def row_qubits(self, k: int, levels: int) -> int:
+        """Qubits measured for a row of ``k`` candidates in a step whose tree has ``levels``
+        (a binary row takes the step's tree depth, a onehot row its own K)."""
+        raise NotImplementedError
+
+    def largest(self, qubits: int) -> int:
+        """The most candidates ``qubits`` qubits hold."""
+        raise NotImplementedError
+
     def gates(self, angles: list[np.ndarray], k: int, offset: int = 0) -> list[Any]:
         """pyqpanda3 gates preparing one row's state on qubits offset .. offset + qubits(k) - 1
         from its level angles (``tree_angles`` of the row: level l's [2^l])."""
@@ -142,6 +151,12 @@ class OneHotEncoding(Encoding):
 
     def qubits(self, k: int) -> int:
         return k
+
+    def row_qubits(self, k: int, levels: int) -> int:
+        return k
+
+    def largest(self, qubits: int) -> int:
+        return qubits
 
     def gates(self, angles: list[np.ndarray], k: int, offset: int = 0) -> list[Any]:
         core = sdk()
@@ -170,6 +185,12 @@ class BinaryEncoding(Encoding):
 
     def qubits(self, k: int) -> int:
         return tree_levels(k)
+
+    def row_qubits(self, k: int, levels: int) -> int:
+        return levels
+
+    def largest(self, qubits: int) -> int:
+        return 1 << qubits
 
     def gates(self, angles: list[np.ndarray], k: int, offset: int = 0) -> list[Any]:
         core = sdk()

@@ -170,11 +170,12 @@ class OriginQBackend(GateModelBackend):
              ) -> list[list[np.ndarray]]:
         """The jobs of a step: per job, per program, the rows it holds (rows in order, as many
         per program as `available` qubits hold, `MAX_PROGRAMS_PER_JOB` programs per job)."""
-        qubits = max(self.row_qubits(enc, int(k), tree_levels(width)) for k in sizes)
+        qubits = max(enc.row_qubits(int(k), tree_levels(width)) for k in sizes)
         per_program = available // qubits
         if per_program < 1:
-            raise ConfigError("top_k", width, f"at most {available} candidates per row in the "
-                              f"{enc.name} encoding on this chip ({available} qubits)")
+            raise ConfigError("top_k", width, f"at most {enc.largest(available)} candidates "
+                              f"per row in the {enc.name} encoding on this chip ({available} "
+                              "qubits available)")
         rows = np.arange(sizes.shape[0])
         programs = [rows[i:i + per_program] for i in range(0, rows.shape[0], per_program)]
         return [programs[i:i + MAX_PROGRAMS_PER_JOB]
@@ -238,7 +239,7 @@ class OriginQBackend(GateModelBackend):
         for row in rows:
             k = int(sizes[row])
             prog << row_program(enc, angles, int(row), k, offset)
-            offset += self.row_qubits(enc, k, levels)
+            offset += enc.row_qubits(k, levels)
         for key, value in circuit_stats(prog).items():
             timing[key] += value
         timing["circuits"] += float(len(rows))
@@ -315,7 +316,7 @@ class OriginQBackend(GateModelBackend):
         offset = 0
         for row in rows:
             k = int(problems.sizes[row])
-            qubits = GateModelBackend.row_qubits(enc, k, levels)
+            qubits = enc.row_qubits(k, levels)
             bits = outcomes[order, offset:offset + qubits]
             states[row, :bits.shape[0]] = enc.states(bits, k, problems.width)
             read_mask[row, :bits.shape[0]] = True

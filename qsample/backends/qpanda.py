@@ -77,15 +77,10 @@ class GateModelBackend(Backend):
         enc = self.row_encoding(params)
         budget = self.qubit_budget(params)
         if top_k is not None and enc.qubits(top_k) > budget:
-            largest = budget if enc.name == "onehot" else 1 << budget
-            raise ConfigError("top_k", top_k, f"at most {largest} with backend '{self.name}' "
+            raise ConfigError("top_k", top_k, f"at most {enc.largest(budget)} with backend "
+                              f"'{self.name}' "
                               f"in the {enc.name} encoding ({budget} qubits per row; "
                               "backend_params encoding=binary takes ceil(log2 K))")
-
-    @staticmethod
-    def row_qubits(enc: Encoding, k: int, levels: int) -> int:
-        """Qubits measured for a row of ``k`` candidates in a step whose tree has ``levels``."""
-        return k if enc.name == "onehot" else levels
 
 
 class QPandaSimBackend(GateModelBackend):
@@ -134,7 +129,7 @@ class QPandaSimBackend(GateModelBackend):
         for index, first in enumerate(firsts):
             rows = np.flatnonzero(shared.ravel() == index)
             k = int(problems.sizes[first])
-            qubits = self.row_qubits(enc, k, levels)
+            qubits = enc.row_qubits(k, levels)
             try:
                 prog = sdk().QProg()
                 prog << row_program(enc, angles, int(first), k)
