@@ -48,12 +48,13 @@ ORIGIN_EXTRA = "pyqpanda3 (pip install 'qsample[origin]')"
 _ASCII_ZERO = ord("0")
 
 
-def sdk():
-    """pyqpanda3's ``core`` module; `ConfigError` on the backend when it is not installed."""
+def sdk(backend: str = "qpanda-sim"):
+    """pyqpanda3's ``core`` module; `ConfigError` naming ``backend`` when it is not
+    installed."""
     try:
         from pyqpanda3 import core
     except ImportError as exc:
-        raise ConfigError("backend", "qpanda-sim / originq", ORIGIN_EXTRA) from exc
+        raise ConfigError("backend", backend, ORIGIN_EXTRA) from exc
     return core
 
 

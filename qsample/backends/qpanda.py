@@ -61,6 +61,7 @@ class GateModelBackend(Backend):
     default_top_k = DEFAULT_GATE_TOP_K
 
     def __init__(self, encoding_name: str = DEFAULT_ENCODING) -> None:
+        sdk(self.name)  # pyqpanda3 installed, or ConfigError now
         self.encoding = encoding(encoding_name).name
 
     def qubit_budget(self, params: dict[str, Any]) -> int:
@@ -93,10 +94,6 @@ class QPandaSimBackend(GateModelBackend):
     name = "qpanda-sim"
     params = ("encoding", *GateNoise.knobs())
     probe = True
-
-    def __init__(self, encoding_name: str = DEFAULT_ENCODING) -> None:
-        sdk()  # pyqpanda3 installed, or ConfigError now
-        super().__init__(encoding_name)
 
     def qubit_budget(self, params: dict[str, Any]) -> int:
         return MAX_SIM_QUBITS
