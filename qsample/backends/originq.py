@@ -87,9 +87,9 @@ def connect():
 
 @dataclass
 class _Job:
-    """One batched job of a step: its programs' rows and where each row's qubits start."""
+    """One batched job of a step: its programs, the rows each holds, and its progress."""
 
-    rows: list[np.ndarray]  # per program, the rows it holds
+    rows: list[np.ndarray]  # per program, the rows it holds, on consecutive qubit blocks
     programs: list[Any]
     handle: Any = None
     submitted: float = 0.0
@@ -149,12 +149,9 @@ class OriginQBackend(GateModelBackend):
         from ``backend_params`` over the constructor's; ``options`` for the cloud."""
         params = dict(request.params)
         backend, available = self.cloud_backend(str(params.get("chip", self.chip)))
-        shots = int(number_param("shots", params.get("shots", max(request.num_reads,
-                                                                   MIN_SHOTS)),
-                                 max(request.num_reads, MIN_SHOTS), MAX_SHOTS))
         return {
             "encoding": self.row_encoding(params), "backend": backend, "available": available,
-            "shots": shots,
+            "shots": shots(params, request.num_reads),
             "timeout": number_param("timeout", params.get("timeout", self.timeout), 0.0,
                                     above=True),
             "poll_interval": number_param("poll_interval",
@@ -191,11 +188,11 @@ class OriginQBackend(GateModelBackend):
         _, available = self.cloud_backend(str(params.get("chip", self.chip)))
         jobs = self.plan(np.full(batch, top_k), top_k, enc, available)
         programs = sum(len(job) for job in jobs)
-        shots = int(params.get("shots", max(num_reads, MIN_SHOTS)))
+        billed = shots(params, num_reads)
         return {"rows_per_call": float(max(sum(map(len, job)) for job in jobs)),
                 "rows_per_program": float(max(len(rows) for job in jobs for rows in job)),
                 "calls_per_step": float(len(jobs)), "calls": float(len(jobs) * steps),
-                "programs": float(programs * steps), "shots": float(programs * shots * steps),
+                "programs": float(programs * steps), "shots": float(programs * billed * steps),
                 "qubits_per_row": float(enc.qubits(top_k))}
 
     # ---------------------------------------------------------------- solving
@@ -321,6 +318,13 @@ class OriginQBackend(GateModelBackend):
             states[row, :bits.shape[0]] = enc.states(bits, k, problems.width)
             read_mask[row, :bits.shape[0]] = True
             offset += qubits
+
+
+def shots(params: dict[str, Any], num_reads: int) -> int:
+    """Shots per program: ``backend_params`` ``shots``, else ``num_reads``; at least
+    ``num_reads`` and `MIN_SHOTS`, at most `MAX_SHOTS` (`ConfigError` otherwise)."""
+    least = max(num_reads, MIN_SHOTS)
+    return int(number_param("shots", params.get("shots", least), least, MAX_SHOTS))
 
 
 def cloud_options():
