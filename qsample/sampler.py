@@ -176,7 +176,7 @@ class QuantumSampler:
         self.penalty = self.config.penalty or self.mode.defaults.penalty
         if self.backend.probe and self.config.temperature != 0:
             self._probe()
-        note = self.backend.fidelity_warning(self.mode.task, self.config.top_k)
+        note = self.backend.fidelity_warning(self.request, self.config.top_k)
         if note:
             warnings.warn(note + " (docs/fidelity.md)", stacklevel=2)
         self.telemetry = TelemetryLog(max_telemetry_steps)

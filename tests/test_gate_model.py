@@ -149,6 +149,13 @@ def test_noise_levels_move_tv_and_onehot_filters_what_binary_cannot():
     assert tv["binary", 1.0] > tv["onehot", 1.0]  # binary has no invalid read to drop
 
 
+def test_noisy_simulator_warns_that_it_is_not_faithful(recwarn):
+    sampler()
+    assert not [w for w in recwarn if "qpanda-sim" in str(w.message)]  # ideal: no warning
+    with pytest.warns(UserWarning, match=r"depolarizing 0\.004 per one-qubit gate.*not faithful"):
+        sampler(depolarizing_1q=0.008, noise_scale=0.5)
+
+
 @pytest.mark.parametrize("params, field", [
     ({"encoding": "gray"}, "backend_params.encoding"),
     ({"depolarizing_2q": 1.5}, "backend_params.depolarizing_2q"),

@@ -204,10 +204,11 @@ class Backend(ABC):
     default_top_k: int | None = None
     probe: bool = False
 
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        """Why ``task`` at up to ``top_k`` candidates is not measured faithful, or None: from
-        the backend's entry in `qsample.backends.measured.MEASUREMENTS`."""
-        return fidelity_note(self.name, task, top_k)
+    def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
+        """Why ``request`` (its task, resolved settings) at up to ``top_k`` candidates is not
+        measured faithful, or None: from the backend's entry in
+        `qsample.backends.measured.MEASUREMENTS`."""
+        return fidelity_note(self.name, request.task, top_k)
 
     def check(self, request: SolveRequest, top_k: int | None) -> None:
         """Refuse, with a `ConfigError` naming the field, what this backend cannot run: a task it

@@ -271,11 +271,11 @@ class DWaveBackend(Backend):
         setting = (saved or {}).get("backend_setting") or {}
         return float(setting.get("beta_qpu_calibrated", DEFAULT_BETA_QPU))
 
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
-        if task == "thermal":
+    def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
+        if request.task == "thermal":
             return (f"boltzmann mode on backend 'dwave' assumes the QPU samples at beta_qpu = "
-                    f"{self.beta_qpu:g} in programmed units; measure it with 'qsample calibrate' "
-                    f"(its distance to the target is reported there)")
+                    f"{request.settings['beta_qpu']:g} in programmed units; measure it with "
+                    "'qsample calibrate' (its distance to the target is reported there)")
         return None
 
     # ---------------------------------------------------------------- solving

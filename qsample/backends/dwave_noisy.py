@@ -164,7 +164,7 @@ class NoisyDWaveBackend(DWaveBackend):
         out["sample"][NOISE_PARAMETER] = noise
         return out
 
-    def fidelity_warning(self, task: str, top_k: int) -> str | None:
+    def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
         return ("backend 'dwave-noisy' emulates a D-Wave QPU's published imperfections (control "
                 "errors, temperature spread, readout errors; docs/noise.md): its samples are "
                 "deliberately not faithful; 'qsample calibrate' measures how far")

@@ -98,6 +98,16 @@ class QPandaSimBackend(GateModelBackend):
     def qubit_budget(self, params: dict[str, Any]) -> int:
         return MAX_SIM_QUBITS
 
+    def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
+        noise = request.settings["noise"]
+        if noise.ideal:
+            return None
+        one, two, readout = noise.scaled()
+        return (f"backend 'qpanda-sim' runs with pyqpanda3 noise (depolarizing {one:g} per "
+                f"one-qubit gate, {two:g} per CNOT, read-out error {readout:g}; "
+                "docs/gate-model.md): its samples are deliberately not faithful; 'qsample "
+                "fidelity' or 'qsample calibrate' measures how far")
+
     def settings(self, request: SolveRequest) -> dict[str, Any]:
         """``encoding`` (an `Encoding`) and ``noise`` (`GateNoise`) with its pyqpanda3
         ``model``, from ``backend_params``."""
