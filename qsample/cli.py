@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     bann.add_argument("--repeats", type=int, default=3)
     bann.add_argument("--arms", nargs="+", default=None,
                       choices=["neal per-row", "neal union", "batched-sa one-hot",
-                               "batched-sa dense"])
+                               "batched-sa dense", "batched-sa sample_batch"])
     bann.add_argument("--threads", type=int, default=0, help="annealer threads (0: all cores)")
     bann.add_argument("--json", default="bench-results/annealer.json")
     bann.set_defaults(func=_bench_anneal)

@@ -329,3 +329,27 @@ def test_lowest_energy_is_as_good_as_neals(make, seed):
     restarted = BatchedSimulatedAnnealingSampler().sample(
         bqm, initial_states=(starts, list(bqm.variables)), **args)
     assert restarted.first.energy <= theirs.first.energy
+
+
+def test_default_beta_range_is_neals_on_arrays():
+    """neal's default (hot, cold) range, computed on dimod's arrays: equal to float rounding
+    (hot sums the fields in another order), the ties that set cold exactly; a model without a
+    non-zero bias gets neal's [0.1, 1] and its warning."""
+    from dwave.samplers.sa.sampler import default_beta_range as neals
+
+    from qsample.annealer.sampler import default_beta_range
+
+    cases = []
+    for seed in range(10):
+        cases += [dimod.generators.gnp_random_bqm(30, 0.3, "BINARY", random_state=seed),
+                  dimod.generators.gnp_random_bqm(30, 0.3, "SPIN", random_state=seed),
+                  dimod.generators.ran_r(3, 20, seed=seed).change_vartype("BINARY",
+                                                                           inplace=False),
+                  dimod.generators.randint(15, "BINARY", low=-3, high=3, seed=seed)]
+    cases.append(dimod.BQM({"a": 0.0, "b": 2.0}, {}, 0.0, "SPIN"))  # an unbiased variable
+    for bqm in cases:
+        hot, cold = default_beta_range(bqm)
+        their_hot, their_cold = neals(bqm)
+        assert hot == pytest.approx(their_hot, rel=1e-12) and cold == their_cold
+    with pytest.warns(UserWarning, match="All bqm biases are zero"):
+        assert default_beta_range(dimod.BQM({"a": 0.0}, {}, 0.0, "BINARY")) == [0.1, 1.0]

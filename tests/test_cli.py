@@ -33,7 +33,8 @@ def test_bench_anneal_compares_batched_sa_with_neal_on_the_same_problems(tmp_pat
     rows = payload["rows"]
     assert [(r["arm"], r["batch"]) for r in rows] == [
         (arm, batch) for batch in (1, 3)
-        for arm in ("neal per-row", "neal union", "batched-sa one-hot", "batched-sa dense")]
+        for arm in ("neal per-row", "neal union", "batched-sa one-hot", "batched-sa dense",
+                    "batched-sa sample_batch")]
     assert all(r["median_ms"] > 0 and 0 <= r["ground_state_rate"] <= 1 for r in rows)
     assert all(r["speedup_vs_neal_per_row"] > 0 for r in rows)
     assert payload["num_sweeps"] == 20 and payload["annealer_threads"] == 1

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -37,6 +38,13 @@ CRITERIA = ("metropolis", "gibbs")  # proposal_acceptance_criteria, any case (as
 DEFAULT_NUM_SWEEPS = 1000
 SEED_LIMIT = 2**rng.BACKEND_SEED_BITS  # neal's seeds: integers in [0, 2^31)
 STATE_SEED_LIMIT = 2**32  # numpy RandomState seeds (dimod's random initial states)
+# neal's default beta range (`default_beta_range`): the final single-spin excitation rate, and
+# what a model without a non-zero bias gets, with neal's warning
+EXCITATION_RATE = 0.01
+ZERO_BIASES_RANGE = (0.1, 1.0)
+ZERO_BIASES_WARNING = ("All bqm biases are zero (all energies are zero), this is likely a value "
+                       "error. Temperature range is set arbitrarily to [0.1,1]. "
+                       "Metropolis-Hastings update is non-ergodic.")
 _PROBE_BETAS = np.zeros(1)  # one sequential Metropolis sweep at beta 0 flips every spin
 
 
@@ -236,8 +244,13 @@ class _Batch:
         quadratic = np.zeros((len(models), width, width))
         for b, model in enumerate(models):
             linear[b, : counts[b]] = model.linear
-            np.add.at(quadratic[b], (model.rows, model.cols), model.biases / 2.0)
-            np.add.at(quadratic[b], (model.cols, model.rows), model.biases / 2.0)
+        # one scatter for the whole batch: a BQM lists each pair once, so no index repeats
+        owner = np.repeat(np.arange(len(models)), [model.rows.size for model in models])
+        rows = np.concatenate([model.rows for model in models]).astype(np.int64)
+        cols = np.concatenate([model.cols for model in models]).astype(np.int64)
+        halves = np.concatenate([model.biases for model in models]) / 2.0
+        quadratic[owner, rows, cols] = halves
+        quadratic[owner, cols, rows] = halves
         sizes = np.maximum(np.array(counts, dtype=np.int64), 1)
         return cls(linear, quadratic, sizes, counts, betas, keys, acceptance, order,
                    engine, starts, reads)
@@ -368,13 +381,41 @@ def _schedules(bqms: Sequence[dimod.BinaryQuadraticModel], schedule_type: str, s
             raise ConfigError("num_sweeps", num_sweeps,
                               f"an integer >= 0 divisible by num_sweeps_per_beta={per_beta}")
         if beta_range is None:
-            from dwave.samplers.sa.sampler import default_beta_range  # neal's, per BQM
-
-            ranges = [[float(b) for b in default_beta_range(bqm)] for bqm in bqms]
+            ranges = [default_beta_range(bqm) for bqm in bqms]
         else:
             ranges = [_beta_range(beta_range)] * len(bqms)
         rows = np.stack([_neal_ramp(schedule_type, hot, cold, num_betas) for hot, cold in ranges])
     return np.repeat(rows, per_beta, axis=1), ranges
+
+
+def default_beta_range(bqm: dimod.BinaryQuadraticModel) -> list[float]:
+    """neal's default (hot, cold) beta range of ``bqm`` (dwave-samplers'
+    ``default_beta_range``), on dimod's arrays instead of a Python loop over the couplings.
+
+    On the Ising form (h, J): with f_i = |h_i| + sum_j |J_ij| (the largest field spin i can
+    feel) and g_i the smallest non-zero |h_i| or |J_ij| at i, hot = ln 2 / (2 max_i f_i) (every
+    flip accepted with probability >= 1/2) and cold = ln(m / 0.01) / (2 g), g = min_i g_i and m
+    the number of spins whose g_i = g (an excitation rate of 0.01 at the end). A model without
+    a non-zero bias gets neal's [0.1, 1] with its warning. Equal to neal's to float rounding
+    (f is summed in another order); the ties m are exact.
+    """
+    ising = bqm if bqm.vartype is dimod.SPIN else bqm.change_vartype(dimod.SPIN, inplace=False)
+    h, (rows, cols, couplings), _ = ising.to_numpy_vectors()
+    size = len(h)
+    field, coupling = np.abs(np.asarray(h, np.float64)), np.abs(np.asarray(couplings, np.float64))
+    total = field + np.bincount(rows, coupling, size) + np.bincount(cols, coupling, size)
+    least = np.where(field != 0, field, np.inf)
+    nonzero = coupling != 0
+    np.minimum.at(least, rows[nonzero], coupling[nonzero])
+    np.minimum.at(least, cols[nonzero], coupling[nonzero])
+    gaps = least[np.isfinite(least)]
+    if gaps.size == 0:
+        warnings.warn(ZERO_BIASES_WARNING, stacklevel=3)
+        return list(ZERO_BIASES_RANGE)
+    hot = np.log(2) / (2 * total.max())
+    smallest = gaps.min()
+    cold = np.log(np.count_nonzero(gaps == smallest) / EXCITATION_RATE) / (2 * smallest)
+    return [float(hot), float(cold)]
 
 
 def _custom_schedule(schedule: Any, beta_range: Any, num_sweeps: Any, per_beta: int
