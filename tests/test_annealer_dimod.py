@@ -353,3 +353,79 @@ def test_default_beta_range_is_neals_on_arrays():
         assert hot == pytest.approx(their_hot, rel=1e-12) and cold == their_cold
     with pytest.warns(UserWarning, match="All bqm biases are zero"):
         assert default_beta_range(dimod.BQM({"a": 0.0}, {}, 0.0, "BINARY")) == [0.1, 1.0]
+
+
+def _sparse_problems(sizes, density, seed):
+    """Random problems of the given sizes as compressed rows and as padded dense arrays."""
+    draw = np.random.default_rng(seed)
+    width = max(sizes)
+    linear = np.zeros((len(sizes), width))
+    quadratic = np.zeros((len(sizes), width, width))
+    for b, k in enumerate(sizes):
+        linear[b, :k] = draw.normal(size=k)
+        upper = np.triu(draw.normal(size=(k, k)) * (draw.random((k, k)) < density), 1)
+        quadratic[b, :k, :k] = upper + upper.T
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    flat = np.concatenate([linear[b, :k] for b, k in enumerate(sizes)])
+    rows, cols, data = [], [], []
+    for b, k in enumerate(sizes):
+        i, j = np.nonzero(quadratic[b, :k, :k])
+        rows.append(i + starts[b])
+        cols.append(j + starts[b])
+        data.append(quadratic[b, i, j])
+    rows, cols, data = map(np.concatenate, (rows, cols, data))  # row-major: columns sorted
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=starts[-1]))])
+    return (flat, starts, indptr, cols, data), (linear, quadratic)
+
+
+@pytest.mark.parametrize("acceptance", ["metropolis", "gibbs"])
+@pytest.mark.parametrize("order", ["sequential", "random"])
+def test_sparse_kernel_gives_the_dense_kernels_reads(acceptance, order):
+    """Same dynamics and draws on compressed rows: identical reads and energies, mixed sizes
+    included (the dense arrays pad every problem to the largest)."""
+    from qsample.annealer import anneal_dense, anneal_sparse, beta_schedule
+
+    sizes = [5, 1, 40, 12]
+    sparse, (linear, quadratic) = _sparse_problems(sizes, 0.2, seed=3)
+    betas = beta_schedule(25, "geometric", (0.1, 5.0))
+    ours = anneal_sparse(*sparse, betas=betas, num_reads=6, seed=9, acceptance=acceptance,
+                         order=order)
+    dense = anneal_dense(linear, quadratic, None, np.array(sizes), betas=betas, num_reads=6,
+                         seed=9, acceptance=acceptance, order=order)
+    starts = sparse[1]
+    for b, k in enumerate(sizes):
+        np.testing.assert_array_equal(ours.states[:, starts[b]:starts[b] + k],
+                                      dense.states[b, :, :k])
+    np.testing.assert_array_equal(ours.energies, dense.energies)
+
+
+def test_sample_batch_takes_compressed_rows_for_sparse_or_mixed_batches(monkeypatch):
+    """A Chimera-structured BQM and a batch of 63 small BQMs with one large one go through the
+    sparse kernel (no B x W x W padding) and give the dense path's samples."""
+    from dwave.graphs import chimera_graph
+
+    from qsample.annealer import sampler as module
+
+    chimera = dimod.generators.ran_r(1, chimera_graph(4), seed=0)
+    mixed = [dimod.generators.ran_r(1, 4, seed=s) for s in range(63)]
+    mixed.append(dimod.generators.ran_r(1, 300, seed=63))
+    built = []
+    original = module._Batch.of
+
+    def record(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(module._Batch, "of", staticmethod(record))
+    batched = BatchedSimulatedAnnealingSampler()
+    results = {}
+    for share in (module.SPARSE_SHARE, 0.0):  # 0: the dense path, for comparison
+        monkeypatch.setattr(module, "SPARSE_SHARE", share)
+        results[share] = [batched.sample(chimera, num_reads=4, num_sweeps=50, seed=1),
+                          *batched.sample_batch(mixed, num_reads=4, num_sweeps=50, seed=1)]
+    assert built[0].sparse is not None and built[1].sparse is not None
+    assert built[1].quadratic is None  # not 64 x 300 x 300
+    assert built[2].sparse is None and built[3].sparse is None
+    for ours, dense in zip(results[module.SPARSE_SHARE], results[0.0], strict=True):
+        np.testing.assert_array_equal(ours.record.sample, dense.record.sample)
+        np.testing.assert_allclose(ours.record.energy, dense.record.energy)

@@ -2,6 +2,7 @@
 
 import json
 
+import dimod
 import pytest
 
 from qsample.cli import main
@@ -126,7 +127,7 @@ def test_bench_generate_compares_plain_and_qsample(tiny_llama_dir, tmp_path, cap
 
 def test_warm_up_compiles_or_loads_every_annealer_kernel(capsys):
     assert main(["warm-up"]) == 0
-    assert "9 annealer kernels" in capsys.readouterr().out
+    assert "13 annealer kernels" in capsys.readouterr().out
 
 
 def test_first_step_bench_reports_warm_up_apart_from_the_first_step(tmp_path):
@@ -136,3 +137,18 @@ def test_first_step_bench_reports_warm_up_apart_from_the_first_step(tmp_path):
     row = json.loads(out.read_text())["rows"][0]
     assert row["warm_up_ms"] > 0 and row["first_step_ms"] > 0 and row["step_ms"] > 0
     assert set(row) >= {"import_ms", "first_step_within_target"}
+
+
+def test_bench_sparse_writes_table_and_json(tmp_path, capsys, monkeypatch):
+    from qsample.tools import anneal_bench
+
+    small = {"mixed": [dimod.generators.ran_r(1, 4, seed=s) for s in range(3)]
+             + [dimod.generators.ran_r(1, 30, seed=3)]}
+    monkeypatch.setattr(anneal_bench, "sparse_cases", lambda seed=0: small)
+    out = tmp_path / "sparse.json"
+    assert main(["bench-sparse", "--reads", "2", "--sweeps", "10", "--repeats", "1",
+                 "--threads", "1", "--json", str(out)]) == 0
+    assert "vs neal" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["arm"] for r in rows] == ["neal", "batched-sa", "batched-sa dense"]
+    assert rows[2]["dense_mb"] > 0 and all(r["median_ms"] > 0 for r in rows)

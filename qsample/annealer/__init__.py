@@ -14,6 +14,7 @@ from .core import (
     anneal_coupled,
     anneal_dense,
     anneal_onehot,
+    anneal_sparse,
     beta_schedule,
     problem_keys,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "anneal_coupled",
     "anneal_dense",
     "anneal_onehot",
+    "anneal_sparse",
     "beta_schedule",
     "problem_keys",
 ]

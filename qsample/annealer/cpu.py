@@ -223,8 +223,8 @@ def anneal_dense(linear, quadratic, offset, sizes, keys, betas, num_reads, gibbs
                 change = 1 - 2 * x[i]  # +1 for 0 -> 1, -1 for 1 -> 0
                 if _take_exact(change * field[i], beta, _uniform(bits >> _S32), gibbs):
                     x[i] += change
-                    for j in range(k):
-                        field[j] += 2.0 * change * quadratic[b, j, i]
+                    for j in range(k):  # J is symmetric: read row i, not column i
+                        field[j] += 2.0 * change * quadratic[b, i, j]
         e = offset[b]
         for i in range(k):
             if x[i]:
@@ -232,6 +232,52 @@ def anneal_dense(linear, quadratic, offset, sizes, keys, betas, num_reads, gibbs
                 for j in range(k):
                     if x[j]:
                         e += quadratic[b, i, j]
+        energies[b, r] = e
+
+
+@njit(parallel=True, cache=True)
+def anneal_sparse(linear, starts, indptr, indices, data, offset, keys, betas, num_reads, gibbs,
+                  random_order, states, energies):
+    """Sparse model, the dense model's dynamics and draws on compressed rows: problem b's
+    variables are positions starts[b] .. starts[b + 1] - 1 of linear float64 [N]; the couplings
+    of variable v are data[p] (J_vu, both directions, columns sorted) for u = indices[p],
+    p in indptr[v] .. indptr[v + 1] - 1 (global positions); offset float64 [B], keys uint64
+    [B], betas float64 [B, S]; writes states int8 [R, N] and energies float64 [B, R]. Sums run
+    in the dense kernel's order, so both give the same reads on the same problem."""
+    batch = keys.shape[0]
+    for c in prange(batch * num_reads):
+        b = c // num_reads
+        r = c % num_reads
+        lo = starts[b]
+        k = starts[b + 1] - lo
+        chain = _chain(keys[b], r)
+        x = states[r, lo:lo + k]
+        for i in range(k):
+            x[i] = np.int8(_draw(chain, i + 1) >> _S63)
+        field = np.empty(k)
+        for i in range(k):
+            f = linear[lo + i]
+            for p in range(indptr[lo + i], indptr[lo + i + 1]):
+                if x[indices[p] - lo]:
+                    f += 2.0 * data[p]
+            field[i] = f
+        for s in range(betas.shape[1]):
+            beta = betas[b, s]
+            for step in range(k):
+                bits = _draw(chain, k + 1 + s * k + step)
+                i = _spin(bits, k, step, random_order)
+                change = 1 - 2 * x[i]
+                if _take_exact(change * field[i], beta, _uniform(bits >> _S32), gibbs):
+                    x[i] += change
+                    for p in range(indptr[lo + i], indptr[lo + i + 1]):
+                        field[indices[p] - lo] += 2.0 * change * data[p]
+        e = offset[b]
+        for i in range(k):
+            if x[i]:
+                e += linear[lo + i]
+                for p in range(indptr[lo + i], indptr[lo + i + 1]):
+                    if x[indices[p] - lo]:
+                        e += data[p]
         energies[b, r] = e
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
-from .core import anneal_dense, problem_keys, ramp
+from .core import anneal_dense, anneal_sparse, problem_keys, ramp
 
 SCHEDULE_TYPES = ("linear", "geometric", "custom")  # neal's beta_schedule_options
 CRITERIA = ("metropolis", "gibbs")  # proposal_acceptance_criteria, any case (as neal)
@@ -45,6 +45,7 @@ ZERO_BIASES_RANGE = (0.1, 1.0)
 ZERO_BIASES_WARNING = ("All bqm biases are zero (all energies are zero), this is likely a value "
                        "error. Temperature range is set arbitrarily to [0.1,1]. "
                        "Metropolis-Hastings update is non-ergodic.")
+SPARSE_SHARE = 0.25  # compressed rows when they take at most this share of the dense cells
 _PROBE_BETAS = np.zeros(1)  # one sequential Metropolis sweep at beta 0 flips every spin
 
 
@@ -220,11 +221,37 @@ class _Model:
 
 
 @dataclass
-class _Batch:
-    """Dense arrays of a batch and how to anneal reads [start, stop) of every BQM."""
+class _Sparse:
+    """A batch as compressed rows (`qsample.annealer.anneal_sparse`): no padding."""
 
-    linear: np.ndarray  # [B, W]
-    quadratic: np.ndarray  # [B, W, W], symmetric, zero diagonal
+    linear: np.ndarray  # [N]
+    starts: np.ndarray  # [B + 1]
+    indptr: np.ndarray  # [N + 1]
+    indices: np.ndarray  # [2 nnz], global positions, sorted within each row
+    data: np.ndarray  # [2 nnz], J = half of each pair's bias, both directions
+
+    @classmethod
+    def of(cls, models: list[_Model], sizes: np.ndarray, owner: np.ndarray, rows: np.ndarray,
+           cols: np.ndarray, halves: np.ndarray) -> _Sparse:
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        linear = np.zeros(int(starts[-1]))
+        for b, model in enumerate(models):
+            linear[starts[b]: starts[b] + len(model.linear)] = model.linear
+        first = np.concatenate([rows, cols]) + np.concatenate([starts[owner]] * 2)
+        second = np.concatenate([cols, rows]) + np.concatenate([starts[owner]] * 2)
+        order = np.lexsort((second, first))
+        counts = np.bincount(first, minlength=linear.shape[0])
+        return cls(linear, starts, np.concatenate([[0], np.cumsum(counts)]), second[order],
+                   np.concatenate([halves, halves])[order])
+
+
+@dataclass
+class _Batch:
+    """A batch's arrays, dense or sparse, and how to anneal reads [start, stop) of every BQM."""
+
+    linear: np.ndarray | None  # [B, W] (dense)
+    quadratic: np.ndarray | None  # [B, W, W], symmetric, zero diagonal (dense)
+    sparse: _Sparse | None  # compressed rows instead of linear and quadratic
     sizes: np.ndarray  # [B], >= 1 (an empty BQM anneals one unbiased padding variable)
     counts: list[int]  # variables of each BQM
     betas: np.ndarray  # [B, S]
@@ -238,21 +265,30 @@ class _Batch:
     @classmethod
     def of(cls, models: list[_Model], betas: np.ndarray, keys: np.ndarray, acceptance: str,
            order: str, engine: str, starts: list[np.ndarray] | None, reads: list[int]) -> _Batch:
+        """The dense arrays, or compressed rows where they take at most `SPARSE_SHARE` of the
+        dense cells (sparse models, or sizes so mixed that padding dominates) and the kernel's
+        own starts on the CPU are used (initial states and Triton take the dense path)."""
         counts = [len(model.labels) for model in models]
-        width = max(max(counts), 1)
-        linear = np.zeros((len(models), width))
-        quadratic = np.zeros((len(models), width, width))
-        for b, model in enumerate(models):
-            linear[b, : counts[b]] = model.linear
-        # one scatter for the whole batch: a BQM lists each pair once, so no index repeats
+        sizes = np.maximum(np.array(counts, dtype=np.int64), 1)
+        # a BQM lists each pair once: no index repeats, so one scatter fills the whole batch
         owner = np.repeat(np.arange(len(models)), [model.rows.size for model in models])
         rows = np.concatenate([model.rows for model in models]).astype(np.int64)
         cols = np.concatenate([model.cols for model in models]).astype(np.int64)
         halves = np.concatenate([model.biases for model in models]) / 2.0
+        width = int(sizes.max())
+        dense_cells = len(models) * width * width
+        if (starts is None and engine != "triton"
+                and int(sizes.sum()) + 2 * rows.size <= SPARSE_SHARE * dense_cells):
+            sparse = _Sparse.of(models, sizes, owner, rows, cols, halves)
+            return cls(None, None, sparse, sizes, counts, betas, keys, acceptance, order, engine,
+                       starts, reads)
+        linear = np.zeros((len(models), width))
+        quadratic = np.zeros((len(models), width, width))
+        for b, model in enumerate(models):
+            linear[b, : counts[b]] = model.linear
         quadratic[owner, rows, cols] = halves
         quadratic[owner, cols, rows] = halves
-        sizes = np.maximum(np.array(counts, dtype=np.int64), 1)
-        return cls(linear, quadratic, sizes, counts, betas, keys, acceptance, order,
+        return cls(linear, quadratic, None, sizes, counts, betas, keys, acceptance, order,
                    engine, starts, reads)
 
     def run(self, interrupt_function: Callable[[], bool] | None) -> list[np.ndarray]:
@@ -272,6 +308,13 @@ class _Batch:
         """Binary states of reads [start, min(stop, R_b)) of every BQM."""
         if self.starts is None:
             keys = self.keys if start == 0 else rng.combine(self.keys, start)
+            if self.sparse is not None:
+                sp = self.sparse
+                states = anneal_sparse(sp.linear, sp.starts, sp.indptr, sp.indices, sp.data,
+                                       betas=self.betas, num_reads=stop - start, keys=keys,
+                                       acceptance=self.acceptance, order=self.order).states
+                return [states[:, sp.starts[b]: sp.starts[b] + n]
+                        for b, n in enumerate(self.counts)]
             out = anneal_dense(self.linear, self.quadratic, None, self.sizes,
                                betas=self.betas, num_reads=stop - start, keys=keys,
                                acceptance=self.acceptance, order=self.order, engine=self.engine)

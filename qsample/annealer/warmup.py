@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .core import ACCEPTANCE, ORDERS, anneal_coupled, anneal_dense, anneal_onehot
+from .core import ACCEPTANCE, ORDERS, anneal_coupled, anneal_dense, anneal_onehot, anneal_sparse
 
 WARM_UP_READS = 2  # two reads, so that the best-read reduction runs too
 WARM_UP_BETAS = np.array([0.5, 1.0])
@@ -29,6 +29,9 @@ def warm_up() -> dict[str, float]:
         "onehot": lambda **kw: anneal_onehot(np.array([[0.0, 1.0]]), 1.0, **kw),
         "dense": lambda **kw: anneal_dense(np.array([[0.0, -1.0]]),
                                            np.array([[[0.0, 2.0], [2.0, 0.0]]]), **kw),
+        "sparse": lambda keep_best, **kw: anneal_sparse(
+            np.array([0.0, -1.0]), np.array([0, 2]), np.array([0, 1, 2]), np.array([1, 0]),
+            np.array([2.0, 2.0]), **kw),
     }
     seconds: dict[str, float] = {}
     for acceptance, order in itertools.product(ACCEPTANCE, ORDERS):

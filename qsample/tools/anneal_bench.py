@@ -159,3 +159,91 @@ def format_row(row: AnnealRow) -> str:
                else f"{'-':>11s}")
     return (f"{row.arm:23s} {row.batch:4d} {row.k:4d} {row.median_ms:10.3f} "
             f"{row.flips_per_second:10.3g} {speedup} {100 * row.ground_state_rate:7.1f}%")
+
+
+# ---------------------------------------------------------------- sparse and mixed BQMs
+
+@dataclass
+class SparseRow:
+    case: str
+    variables: int
+    couplings: int
+    arm: str
+    median_ms: float
+    speedup_vs_neal: float | None
+    mean_energy: float
+    dense_mb: float | None  # the dense path's J arrays (None: the arm does not build them)
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def sparse_cases(seed: int = 0) -> dict[str, list]:
+    """The benchmark's BQMs: ±1 couplings on D-Wave's Chimera C16 and Pegasus P16 graphs (one
+    BQM each), and a mixed batch of 63 BQMs of 4 variables with one of 1,000 (all ``ran_r``)."""
+    import dimod
+    from dwave.graphs import chimera_graph, pegasus_graph
+
+    return {
+        "chimera C16": [dimod.generators.ran_r(1, chimera_graph(16), seed=seed)],
+        "pegasus P16": [dimod.generators.ran_r(1, pegasus_graph(16), seed=seed)],
+        "mixed 63x4 + 1x1000": [dimod.generators.ran_r(1, 4, seed=seed + s) for s in range(63)]
+        + [dimod.generators.ran_r(1, 1000, seed=seed + 63)],
+    }
+
+
+def run_sparse_bench(num_reads: int = 5, num_sweeps: int = 100, repeats: int = 3,
+                     dense: bool = True, log: Callable[[str], None] = print) -> list[SparseRow]:
+    """neal (one ``sample`` call per BQM) against `BatchedSimulatedAnnealingSampler`
+    (``sample_batch``, all BQMs in one call; compressed rows where they pay) and, with
+    ``dense``, the same sampler forced onto padded dense arrays, on `sparse_cases`; neal's
+    default beta range for every arm."""
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    from ..annealer import sampler as annealer_sampler
+
+    neal = SimulatedAnnealingSampler()
+    batched = BatchedSimulatedAnnealingSampler()
+    args = dict(num_reads=num_reads, num_sweeps=num_sweeps, seed=3)
+    rows: list[SparseRow] = []
+    log(SPARSE_HEADER)
+    for case, bqms in sparse_cases().items():
+        variables = sum(b.num_variables for b in bqms)
+        couplings = sum(b.num_interactions for b in bqms)
+        width = max(b.num_variables for b in bqms)
+        runs = {"neal": lambda bqms=bqms: [neal.sample(b, **args) for b in bqms],
+                "batched-sa": lambda bqms=bqms: batched.sample_batch(bqms, **args)}
+        if dense:
+            def forced(bqms=bqms):
+                share = annealer_sampler.SPARSE_SHARE
+                annealer_sampler.SPARSE_SHARE = 0.0  # every batch on padded dense arrays
+                try:
+                    return batched.sample_batch(bqms, **args)
+                finally:
+                    annealer_sampler.SPARSE_SHARE = share
+
+            runs["batched-sa dense"] = forced
+        reference = None
+        for arm, run in runs.items():
+            median, sets = timed_median(run, repeats)
+            reference = median if arm == "neal" else reference
+            row = SparseRow(case, variables, couplings, arm, median,
+                            reference / median if arm != "neal" else None,
+                            float(np.mean([s.record.energy.mean() for s in sets])),
+                            len(bqms) * width * width * 8 / 2**20 if arm.endswith("dense")
+                            else None, repeats)
+            rows.append(row)
+            log(format_sparse_row(row))
+    return rows
+
+
+SPARSE_HEADER = (f"{'case':22s} {'vars':>6s} {'couplings':>9s} {'arm':17s} {'median ms':>10s} "
+                 f"{'vs neal':>8s} {'mean E':>10s} {'dense J MB':>10s}")
+
+
+def format_sparse_row(row: SparseRow) -> str:
+    speedup = f"{row.speedup_vs_neal:7.1f}x" if row.speedup_vs_neal else f"{'-':>8s}"
+    dense = f"{row.dense_mb:10.0f}" if row.dense_mb is not None else f"{'-':>10s}"
+    return (f"{row.case:22s} {row.variables:6d} {row.couplings:9d} {row.arm:17s} "
+            f"{row.median_ms:10.2f} {speedup} {row.mean_energy:10.1f} {dense}")
