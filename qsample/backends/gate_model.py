@@ -42,7 +42,6 @@ from ..problems import OneHotProblems
 from ..rng import STREAM_BACKEND_SEED, uniform
 from .base import number_param
 
-ENCODINGS = ("onehot", "binary")
 DEFAULT_ENCODING = "onehot"
 ORIGIN_EXTRA = "pyqpanda3 (pip install 'qsample[origin]')"
 _ASCII_ZERO = ord("0")
@@ -221,6 +220,7 @@ class BinaryEncoding(Encoding):
 
 ENCODING_CLASSES: dict[str, type[Encoding]] = {"onehot": OneHotEncoding,
                                                "binary": BinaryEncoding}
+ENCODINGS = tuple(ENCODING_CLASSES)
 
 
 def encoding(name: Any) -> Encoding:
@@ -246,19 +246,15 @@ def circuit_stats(prog) -> dict[str, float]:
             "circuit_depth": float(prog.depth())}
 
 
-def counts_bits(counts: dict[str, int], qubits: list[int] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def counts_bits(counts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """The outcomes of a counts dict as bits uint8 [U, n] (column q: the key's qubit q, keys
-    written with qubit 0 rightmost as pyqpanda3 does; ``qubits``: these columns only) and their
-    counts int64 [U]."""
+    written with qubit 0 rightmost as pyqpanda3 does) and their counts int64 [U]."""
     keys = list(counts)
     if not keys:
         return np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
     width = len(keys[0])
     raw = np.frombuffer("".join(keys).encode("ascii"), dtype=np.uint8).reshape(len(keys), width)
     bits = (raw[:, ::-1] - _ASCII_ZERO).astype(np.uint8)
-    if qubits is not None:
-        bits = bits[:, qubits]
     return bits, np.fromiter(counts.values(), dtype=np.int64, count=len(keys))
 
 
