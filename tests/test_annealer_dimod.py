@@ -417,10 +417,9 @@ def test_sample_batch_takes_compressed_rows_for_sparse_or_mixed_batches(monkeypa
         return built[-1]
 
     monkeypatch.setattr(module._Batch, "of", staticmethod(record))
-    batched = BatchedSimulatedAnnealingSampler()
     results = {}
     for share in (module.SPARSE_SHARE, 0.0):  # 0: the dense path, for comparison
-        monkeypatch.setattr(module, "SPARSE_SHARE", share)
+        batched = BatchedSimulatedAnnealingSampler(sparse_share=share)
         results[share] = [batched.sample(chimera, num_reads=4, num_sweeps=50, seed=1),
                           *batched.sample_batch(mixed, num_reads=4, num_sweeps=50, seed=1)]
     assert built[0].sparse is not None and built[1].sparse is not None

@@ -50,12 +50,19 @@ _PROBE_BETAS = np.zeros(1)  # one sequential Metropolis sweep at beta 0 flips ev
 
 
 class BatchedSimulatedAnnealingSampler(dimod.Sampler, dimod.Initialized):
-    """Simulated annealing of dense BQMs, all problems and reads of a call in one kernel.
+    """Simulated annealing of BQMs, all problems and reads of a call in one kernel: on padded
+    dense arrays, or on compressed rows when they take at most ``sparse_share`` of the dense
+    cells (sparse models, mixed sizes; the same reads either way).
 
     The kernel anneals the binary model x^T J x + h x with J symmetric (each pair's bias split
     in two halves): SPIN models are converted to BINARY and the samples back (the same
     configurations); the energies reported are the BQM's own, computed by dimod.
     """
+
+    def __init__(self, sparse_share: float = SPARSE_SHARE) -> None:
+        """``sparse_share``: a batch is annealed as compressed rows when they take at most this
+        share of the padded dense arrays' cells (0: always dense)."""
+        self.sparse_share = sparse_share
 
     @property
     def parameters(self) -> dict[str, list]:
@@ -159,7 +166,8 @@ class BatchedSimulatedAnnealingSampler(dimod.Sampler, dimod.Initialized):
                                               ).num_reads
             starts, reads = None, [count] * len(bqms)
         batch = _Batch.of(models, betas, problem_keys(seed, len(bqms)), acceptance,
-                          "random" if randomize_order else "sequential", engine, starts, reads)
+                          "random" if randomize_order else "sequential", engine, starts, reads,
+                          self.sparse_share)
         sampling = time.perf_counter_ns()
         states = batch.run(interrupt_function)
         postprocessing = time.perf_counter_ns()
@@ -231,14 +239,11 @@ class _Sparse:
     data: np.ndarray  # [2 nnz], J = half of each pair's bias, both directions
 
     @classmethod
-    def of(cls, models: list[_Model], sizes: np.ndarray, owner: np.ndarray, rows: np.ndarray,
-           cols: np.ndarray, halves: np.ndarray) -> _Sparse:
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        linear = np.zeros(int(starts[-1]))
-        for b, model in enumerate(models):
-            linear[starts[b]: starts[b] + len(model.linear)] = model.linear
-        first = np.concatenate([rows, cols]) + np.concatenate([starts[owner]] * 2)
-        second = np.concatenate([cols, rows]) + np.concatenate([starts[owner]] * 2)
+    def of(cls, linear: np.ndarray, starts: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+           halves: np.ndarray) -> _Sparse:
+        """From the flat ``linear`` [N], the problems' ``starts`` [B + 1] and the pairs (global
+        positions ``rows``, ``cols``, each listed once) with their halves."""
+        first, second = np.concatenate([rows, cols]), np.concatenate([cols, rows])
         order = np.lexsort((second, first))
         counts = np.bincount(first, minlength=linear.shape[0])
         return cls(linear, starts, np.concatenate([[0], np.cumsum(counts)]), second[order],
@@ -264,28 +269,34 @@ class _Batch:
 
     @classmethod
     def of(cls, models: list[_Model], betas: np.ndarray, keys: np.ndarray, acceptance: str,
-           order: str, engine: str, starts: list[np.ndarray] | None, reads: list[int]) -> _Batch:
-        """The dense arrays, or compressed rows where they take at most `SPARSE_SHARE` of the
+           order: str, engine: str, starts: list[np.ndarray] | None, reads: list[int],
+           sparse_share: float) -> _Batch:
+        """The dense arrays, or compressed rows where they take at most ``sparse_share`` of the
         dense cells (sparse models, or sizes so mixed that padding dominates) and the kernel's
         own starts on the CPU are used (initial states and Triton take the dense path)."""
         counts = [len(model.labels) for model in models]
         sizes = np.maximum(np.array(counts, dtype=np.int64), 1)
-        # a BQM lists each pair once: no index repeats, so one scatter fills the whole batch
+        # every variable and pair once, as (problem, index) in one array per field: a BQM lists
+        # each pair once, so one scatter fills the whole batch
+        holder = np.repeat(np.arange(len(models)), counts)
+        index = np.arange(holder.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        biases = np.concatenate([model.linear for model in models])
         owner = np.repeat(np.arange(len(models)), [model.rows.size for model in models])
         rows = np.concatenate([model.rows for model in models]).astype(np.int64)
         cols = np.concatenate([model.cols for model in models]).astype(np.int64)
         halves = np.concatenate([model.biases for model in models]) / 2.0
         width = int(sizes.max())
-        dense_cells = len(models) * width * width
         if (starts is None and engine != "triton"
-                and int(sizes.sum()) + 2 * rows.size <= SPARSE_SHARE * dense_cells):
-            sparse = _Sparse.of(models, sizes, owner, rows, cols, halves)
+                and int(sizes.sum()) + 2 * rows.size <= sparse_share * len(models) * width**2):
+            first = np.concatenate([[0], np.cumsum(sizes)])
+            linear = np.zeros(int(first[-1]))
+            linear[first[holder] + index] = biases
+            sparse = _Sparse.of(linear, first, rows + first[owner], cols + first[owner], halves)
             return cls(None, None, sparse, sizes, counts, betas, keys, acceptance, order, engine,
                        starts, reads)
         linear = np.zeros((len(models), width))
+        linear[holder, index] = biases
         quadratic = np.zeros((len(models), width, width))
-        for b, model in enumerate(models):
-            linear[b, : counts[b]] = model.linear
         quadratic[owner, rows, cols] = halves
         quadratic[owner, cols, rows] = halves
         return cls(linear, quadratic, None, sizes, counts, betas, keys, acceptance, order,

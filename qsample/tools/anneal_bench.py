@@ -201,10 +201,9 @@ def run_sparse_bench(num_reads: int = 5, num_sweeps: int = 100, repeats: int = 3
     default beta range for every arm."""
     from dwave.samplers import SimulatedAnnealingSampler
 
-    from ..annealer import sampler as annealer_sampler
-
     neal = SimulatedAnnealingSampler()
     batched = BatchedSimulatedAnnealingSampler()
+    dense_only = BatchedSimulatedAnnealingSampler(sparse_share=0.0)
     args = dict(num_reads=num_reads, num_sweeps=num_sweeps, seed=3)
     rows: list[SparseRow] = []
     log(SPARSE_HEADER)
@@ -214,16 +213,8 @@ def run_sparse_bench(num_reads: int = 5, num_sweeps: int = 100, repeats: int = 3
         width = max(b.num_variables for b in bqms)
         runs = {"neal": lambda bqms=bqms: [neal.sample(b, **args) for b in bqms],
                 "batched-sa": lambda bqms=bqms: batched.sample_batch(bqms, **args)}
-        if dense:
-            def forced(bqms=bqms):
-                share = annealer_sampler.SPARSE_SHARE
-                annealer_sampler.SPARSE_SHARE = 0.0  # every batch on padded dense arrays
-                try:
-                    return batched.sample_batch(bqms, **args)
-                finally:
-                    annealer_sampler.SPARSE_SHARE = share
-
-            runs["batched-sa dense"] = forced
+        if dense:  # every batch on padded dense arrays
+            runs["batched-sa dense"] = lambda bqms=bqms: dense_only.sample_batch(bqms, **args)
         reference = None
         for arm, run in runs.items():
             median, sets = timed_median(run, repeats)
