@@ -82,6 +82,11 @@ def nan_rows_error(rows: np.ndarray) -> LogitsError:
     return LogitsError(f"logits contain NaN in rows {list_rows(rows)}")
 
 
+def empty_rows_error(rows: np.ndarray) -> LogitsError:
+    return LogitsError(f"logits rows {list_rows(rows)} have no finite value (all -inf): "
+                       "nothing can be sampled")
+
+
 def list_rows(rows: np.ndarray) -> str:
     """Row indices for an error message: the first `ROWS_SHOWN`, then the count."""
     rows = [int(r) for r in rows]
@@ -152,10 +157,7 @@ def select_candidates(
     host_values = host_values.astype(np.float64)
     sizes = np.isfinite(host_values).sum(axis=1)
     if (sizes == 0).any():
-        raise LogitsError(
-            f"logits rows {list_rows(np.flatnonzero(sizes == 0))} have no finite value "
-            "(all -inf): nothing can be sampled"
-        )
+        raise empty_rows_error(np.flatnonzero(sizes == 0))
     host_ids = np.where(np.isfinite(host_values), host_ids, -1)
     width = int(sizes.max())
     return CandidateBlock(

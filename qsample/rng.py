@@ -18,7 +18,7 @@ SPLITMIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
 SPLITMIX_M2 = np.uint64(0x94D049BB133111EB)
 SPLITMIX_S1, SPLITMIX_S2, SPLITMIX_S3 = np.uint64(30), np.uint64(27), np.uint64(31)
 
-_COMBINE_START = np.uint64(0x243F6A8885A308D3)  # hex digits of pi: the key before any part
+COMBINE_START = np.uint64(0x243F6A8885A308D3)  # hex digits of pi: the key before any part
 _DOUBLE_BITS = 53  # a float64 holds 53 random bits exactly: the top 53 bits of a draw
 _DOUBLE_SHIFT = np.uint64(64 - _DOUBLE_BITS)
 BACKEND_SEED_BITS = 31  # dwave-samplers takes integer seeds in [0, 2^31)
@@ -50,7 +50,7 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def combine(*parts: np.ndarray | int) -> np.ndarray:
     """Hash several integers (scalars or broadcastable arrays) into uint64 keys."""
-    key = _COMBINE_START
+    key = COMBINE_START
     with np.errstate(over="ignore"):
         for part in parts:
             value = np.asarray(part).astype(np.uint64)

@@ -24,16 +24,27 @@ import torch
 
 from . import coupling, rng
 from .backends import (
+    STATUS_EMPTY,
+    STATUS_NAN,
+    STATUS_NO_VALID_READ,
     Backend,
     FailureKind,
     Failures,
     RejectedResult,
     SolveRequest,
     SolveResult,
+    StepSpec,
     describe,
     make_backend,
 )
-from .candidates import CandidateBlock, check_logits, list_rows, nan_rows_error, select_candidates
+from .candidates import (
+    CandidateBlock,
+    check_logits,
+    empty_rows_error,
+    list_rows,
+    nan_rows_error,
+    select_candidates,
+)
 from .config import SamplerConfig
 from .errors import BackendError, ConfigError
 from .modes import MODES, Mode
@@ -147,6 +158,11 @@ def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.n
     return block, groups, noise_keys
 
 
+def _no_valid_read(reads: int, joint: bool) -> str:
+    """The failure text of a row none of whose ``reads`` was valid."""
+    return f"no valid {'joint' if joint else 'one-hot'} read among {reads} reads"
+
+
 class QuantumSampler:
     """Samples one token per row of a logits batch with an annealer backend.
 
@@ -174,6 +190,10 @@ class QuantumSampler:
         self.backend: Backend = make_backend(self.config.backend)
         self.request = resolve_request(self.config, self.backend)
         self.penalty = self.config.penalty or self.mode.defaults.penalty
+        cfg = self.config
+        # uncoupled CPU steps run fused in one backend call where the backend can (`_fused_step`)
+        self._spec = StepSpec(cfg.temperature, cfg.top_p, cfg.min_p, cfg.mode, self.penalty)
+        self.fused = self.backend.fused and cfg.temperature > 0
         if self.backend.probe and self.config.temperature != 0:
             self._probe()
         note = self.backend.fidelity_warning(self.request, self.config.top_k)
@@ -238,6 +258,8 @@ class QuantumSampler:
             return torch.empty(0, dtype=torch.long, device=logits.device)
         if cfg.temperature == 0:
             return self._greedy(logits, step, start)
+        if self.fused and groups is None and logits.device.type == "cpu":
+            return self._fused_step(logits, keys, step, start)
 
         block, groups, noise_keys = coupled_candidates(logits, cfg, groups, keys)
         problems = self.mode.encode(block, noise_keys, self.penalty, groups, cfg.coupling)
@@ -268,6 +290,44 @@ class QuantumSampler:
         return out
 
     # ------------------------------------------------------------------ steps
+
+    def _fused_step(self, logits: torch.Tensor, keys: np.ndarray, step: int, start: float
+               ) -> torch.Tensor:
+        """An uncoupled step in one backend call (`Backend.step`): the same target, candidates,
+        encoding, decoding and fallback as the staged path of `sample`, from the top-k."""
+        cfg = self.config
+        values, ids = torch.topk(logits, min(cfg.top_k, logits.shape[1]), dim=1, sorted=True)
+        solve_start = time.perf_counter()
+        out = self.backend.step(values.detach().float().numpy(), ids.numpy(), keys, self._spec,
+                                self.request)
+        backend_seconds = time.perf_counter() - solve_start
+        status = out.status
+        if (status >= STATUS_NAN).any():
+            if (status == STATUS_NAN).any():
+                raise nan_rows_error(np.flatnonzero(status == STATUS_NAN))
+            raise empty_rows_error(np.flatnonzero(status == STATUS_EMPTY))
+        failed = status == STATUS_NO_VALID_READ
+        batch = status.shape[0]
+        failures = Failures.none(batch)
+        fallback = np.full(batch, None, dtype=object)
+        if failed.any():
+            detail = _no_valid_read(self.request.num_reads, joint=False)
+            if cfg.fallback == "error":
+                raise BackendError(f"backend '{self.backend.name}' gave no valid one-hot sample "
+                                   f"for rows {list_rows(np.flatnonzero(failed))}: {detail}")
+            failures.mark(failed, FailureKind.NO_VALID_READ, detail)
+            fallback[failed] = cfg.fallback
+        tokens = torch.from_numpy(out.token)
+        if self.record_telemetry:
+            self._store(StepTelemetry(
+                step=step, mode=self.mode.name, backend=self.backend.name, k=out.size,
+                token_id=out.token, rank=out.rank, target_prob=out.target_prob,
+                entropy=out.entropy, energy=out.energy, valid_reads=out.valid,
+                num_reads=np.full(batch, self.request.num_reads), fallback=fallback,
+                fallback_kind=failures.kind, fallback_reason=failures.detail,
+                backend_seconds=backend_seconds, backend_calls=1,
+                sampler_seconds=time.perf_counter() - start))
+        return tokens
 
     def _keys(self, batch: int, step: int, row_seeds: Any) -> np.ndarray:
         if row_seeds is None:
@@ -354,9 +414,8 @@ class QuantumSampler:
             choice = self.mode.arrange(choice, problems, siblings.groups)
         energy = energies[rows, pick]
         valid_count = valid.sum(axis=1)
-        read = "one-hot" if siblings is None else "joint"
         failures.mark((valid_count == 0) & ~failures.failed, FailureKind.NO_VALID_READ,
-                      f"no valid {read} read among {states.shape[1]} reads")
+                      _no_valid_read(states.shape[1], joint=siblings is not None))
         return choice, energy, valid_count, failures
 
     def _joint_pick(self, problems: OneHotProblems, states, energies, valid,

@@ -127,7 +127,7 @@ def test_bench_generate_compares_plain_and_qsample(tiny_llama_dir, tmp_path, cap
 
 def test_warm_up_compiles_or_loads_every_annealer_kernel(capsys):
     assert main(["warm-up"]) == 0
-    assert "13 annealer kernels" in capsys.readouterr().out
+    assert "17 annealer kernels" in capsys.readouterr().out
 
 
 def test_first_step_bench_reports_warm_up_apart_from_the_first_step(tmp_path):

@@ -119,78 +119,82 @@ def _sweep_tables(weights, k, a, beta, up, down, grow, shrink):
 
 
 @njit(inline="always", cache=True)
-def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order,
-                 table_limit, states, energies):
-    """One-hot model. weights float64 [B, K], penalty float64 [B], sizes int64 [B], keys uint64
-    [B], betas float64 [B, S]; writes states int8 [B, R, K] and energies float64 [B, R].
+def anneal_onehot_row(weights, a, k, key, betas, num_reads, gibbs, random_order, table_limit,
+                      xs, energies):
+    """One one-hot problem: weights float64 [>= k], penalty ``a``, size ``k``, key uint64, betas
+    float64 [S]; writes states int8 xs [R, >= k] (0 past k) and energies float64 [R].
 
-    Threads run over problems; the reads of a problem advance attempt by attempt together
-    (independent chains overlap in the CPU) and take their acceptance ratios
-    exp(-beta d) = exp(beta w_i) exp(-beta A (2n - 1)) (0 -> 1) or
+    Its reads advance attempt by attempt together (independent chains overlap in the CPU) and
+    take their acceptance ratios exp(-beta d) = exp(beta w_i) exp(-beta A (2n - 1)) (0 -> 1) or
     exp(-beta w_i) exp(beta A (2n - 3)) (1 -> 0) from per-sweep tables (K + 2 exponentials)
     shared by all reads: no exponential per attempt. When beta (|w| + A (2K + 1)) reaches
     ``table_limit`` (`EXP_LIMIT`: a float64 exponential could overflow) the sweep computes
     exp(-beta d) per attempt instead.
     """
-    batch = weights.shape[0]
-    for b in prange(batch):
-        k = sizes[b]
-        a = penalty[b]
-        chains = np.empty(num_reads, dtype=np.uint64)
-        counts = np.zeros(num_reads, dtype=np.int64)
-        xs = states[b]
-        for r in range(num_reads):
-            chains[r] = _chain(keys[b], r)
-            for i in range(k):
-                bit = np.int8(_draw(chains[r], i + 1) >> _S63)
-                xs[r, i] = bit
-                counts[r] += bit
-            for i in range(k, xs.shape[1]):
-                xs[r, i] = 0
-        up = np.empty(k)  # exp(beta w_i)
-        down = np.empty(k)  # exp(-beta w_i)
-        grow = np.empty(k + 2)  # exp(-beta A (2n - 1)), n = 0..k+1
-        shrink = np.zeros(k + 2)  # 1 / grow[n - 1] = exp(beta A (2n - 3)), n = 1..k+1
-        top = 0.0
+    chains = np.empty(num_reads, dtype=np.uint64)
+    counts = np.zeros(num_reads, dtype=np.int64)
+    for r in range(num_reads):
+        chains[r] = _chain(key, r)
         for i in range(k):
-            top = max(top, abs(weights[b, i]))
-        for s in range(betas.shape[1]):
-            beta = betas[b, s]
-            tabled = beta * (top + a * (2 * k + 1)) < table_limit
-            if tabled:
-                _sweep_tables(weights[b], k, a, beta, up, down, grow, shrink)
-            if tabled:  # the common case, kept free of branches inside the attempt loop
-                for step in range(k):
-                    t = k + 1 + s * k + step
-                    for r in range(num_reads):  # accept/reject is unpredictable: no branches
-                        bits = _draw(chains[r], t)
-                        i = _spin(bits, k, step, random_order)
-                        old = xs[r, i]
-                        n = counts[r]
-                        ratio = down[i] * shrink[n] if old else up[i] * grow[n]
-                        take = _take(ratio, _uniform(bits >> _S32), gibbs)
-                        xs[r, i] = old ^ np.int8(take)
-                        counts[r] = n + np.int64(take) * (1 - 2 * np.int64(old))
-            else:
-                for step in range(k):
-                    t = k + 1 + s * k + step
-                    for r in range(num_reads):
-                        bits = _draw(chains[r], t)
-                        i = _spin(bits, k, step, random_order)
-                        old = xs[r, i]
-                        n = counts[r]
-                        delta = weights[b, i] - a * (2 * n - 3) if old else (
-                            a * (2 * n - 1) - weights[b, i])
-                        take = _take_exact(delta, beta, _uniform(bits >> _S32), gibbs)
-                        xs[r, i] = old ^ np.int8(take)
-                        counts[r] = n + np.int64(take) * (1 - 2 * np.int64(old))
-        for r in range(num_reads):
-            n = counts[r]
-            e = a * (n - 1) * (n - 1)
-            for i in range(k):
-                if xs[r, i]:
-                    e -= weights[b, i]
-            energies[b, r] = e
+            bit = np.int8(_draw(chains[r], i + 1) >> _S63)
+            xs[r, i] = bit
+            counts[r] += bit
+        for i in range(k, xs.shape[1]):
+            xs[r, i] = 0
+    up = np.empty(k)  # exp(beta w_i)
+    down = np.empty(k)  # exp(-beta w_i)
+    grow = np.empty(k + 2)  # exp(-beta A (2n - 1)), n = 0..k+1
+    shrink = np.zeros(k + 2)  # 1 / grow[n - 1] = exp(beta A (2n - 3)), n = 1..k+1
+    top = 0.0
+    for i in range(k):
+        top = max(top, abs(weights[i]))
+    for s in range(betas.shape[0]):
+        beta = betas[s]
+        tabled = beta * (top + a * (2 * k + 1)) < table_limit
+        if tabled:
+            _sweep_tables(weights, k, a, beta, up, down, grow, shrink)
+        if tabled:  # the common case, kept free of branches inside the attempt loop
+            for step in range(k):
+                t = k + 1 + s * k + step
+                for r in range(num_reads):  # accept/reject is unpredictable: no branches
+                    bits = _draw(chains[r], t)
+                    i = _spin(bits, k, step, random_order)
+                    old = xs[r, i]
+                    n = counts[r]
+                    ratio = down[i] * shrink[n] if old else up[i] * grow[n]
+                    take = _take(ratio, _uniform(bits >> _S32), gibbs)
+                    xs[r, i] = old ^ np.int8(take)
+                    counts[r] = n + np.int64(take) * (1 - 2 * np.int64(old))
+        else:
+            for step in range(k):
+                t = k + 1 + s * k + step
+                for r in range(num_reads):
+                    bits = _draw(chains[r], t)
+                    i = _spin(bits, k, step, random_order)
+                    old = xs[r, i]
+                    n = counts[r]
+                    delta = weights[i] - a * (2 * n - 3) if old else a * (2 * n - 1) - weights[i]
+                    take = _take_exact(delta, beta, _uniform(bits >> _S32), gibbs)
+                    xs[r, i] = old ^ np.int8(take)
+                    counts[r] = n + np.int64(take) * (1 - 2 * np.int64(old))
+    for r in range(num_reads):
+        n = counts[r]
+        e = a * (n - 1) * (n - 1)
+        for i in range(k):
+            if xs[r, i]:
+                e -= weights[i]
+        energies[r] = e
+
+
+@njit(inline="always", cache=True)
+def _onehot_body(weights, penalty, sizes, keys, betas, num_reads, gibbs, random_order,
+                 table_limit, states, energies):
+    """One-hot model. weights float64 [B, K], penalty float64 [B], sizes int64 [B], keys uint64
+    [B], betas float64 [B, S]; writes states int8 [B, R, K] and energies float64 [B, R].
+    Threads run over problems (`anneal_onehot_row`)."""
+    for b in prange(weights.shape[0]):
+        anneal_onehot_row(weights[b], penalty[b], sizes[b], keys[b], betas[b], num_reads, gibbs,
+                          random_order, table_limit, states[b], energies[b])
 
 
 @njit(parallel=True, cache=True)

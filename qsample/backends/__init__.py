@@ -1,5 +1,6 @@
 """Backends: the solvers a `QuantumSampler` hands each step's problems to."""
 
+from ..annealer.step import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ
 from .base import (
     THERMAL_BETA,
     Backend,
@@ -8,6 +9,7 @@ from .base import (
     RejectedResult,
     SolveRequest,
     SolveResult,
+    StepSpec,
     describe,
 )
 from .batched_sa import BatchedSABackend
@@ -15,6 +17,9 @@ from .dimod_backends import DimodBackend, ExactBackend, NealBackend, TabuBackend
 from .registry import available_backends, make_backend, register_backend
 
 __all__ = [
+    "STATUS_EMPTY",
+    "STATUS_NAN",
+    "STATUS_NO_VALID_READ",
     "THERMAL_BETA",
     "Backend",
     "BatchedSABackend",
@@ -26,6 +31,7 @@ __all__ = [
     "RejectedResult",
     "SolveRequest",
     "SolveResult",
+    "StepSpec",
     "TabuBackend",
     "TreeBackend",
     "available_backends",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..annealer import beta_schedule
+from ..annealer.step import StepOutput
 from ..errors import ConfigError
 from ..problems import OneHotProblems
 from .measured import fidelity_note
@@ -179,6 +180,19 @@ class SolveResult:
                    seconds, calls, timing or {})
 
 
+@dataclass(frozen=True)
+class StepSpec:
+    """What a fused step (`Backend.step`) takes from the sampler's config, resolved once:
+    the candidate filters (temperature > 0, top_p, min_p), the mode's name and the one-hot
+    penalty A."""
+
+    temperature: float
+    top_p: float
+    min_p: float
+    mode: str
+    penalty: float
+
+
 class Backend(ABC):
     """A solver for batches of one-hot problems.
 
@@ -194,6 +208,7 @@ class Backend(ABC):
             solve of a two-candidate problem with its settings has worked, so a bad
             ``backend_params`` value raises `ConfigError` then, not a fallback at every step.
             False for QPUs and remote samplers (a probe would spend QPU time).
+        fused: it runs a whole uncoupled step from the top-k logits in one call (`step`).
     """
 
     name: str = "backend"
@@ -203,6 +218,7 @@ class Backend(ABC):
     couplings: bool = False
     default_top_k: int | None = None
     probe: bool = False
+    fused: bool = False
 
     def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
         """Why ``request`` (its task, resolved settings) at up to ``top_k`` candidates is not
@@ -252,3 +268,10 @@ class Backend(ABC):
     @abstractmethod
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         """Return reads for every row of ``problems``."""
+
+    def step(self, values: Any, ids: Any, keys: np.ndarray, spec: StepSpec,
+             request: SolveRequest) -> StepOutput:
+        """A whole uncoupled step (`qsample.annealer.step`) from the top-k logits ``values``
+        [B, k] (float32, sorted descending) and their vocabulary ``ids`` [B, k], with the row
+        ``keys`` and ``request``'s resolved settings; only backends with ``fused`` set."""
+        raise NotImplementedError(f"backend '{self.name}' has no fused step")

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..annealer import anneal_coupled, anneal_onehot
+from ..annealer.step import StepOutput, sample_step
 from ..problems import OneHotProblems
-from .base import Backend, Failures, SolveRequest, SolveResult
+from .base import Backend, Failures, SolveRequest, SolveResult, StepSpec
 
 
 class BatchedSABackend(Backend):
@@ -34,11 +35,12 @@ class BatchedSABackend(Backend):
     params = ("acceptance", "order")
     couplings = True
     probe = True
+    fused = True
 
     def settings(self, request: SolveRequest) -> dict[str, Any]:
         thermal = request.task == "thermal"
         return {
-            "betas": request.betas(),
+            "betas": np.array(request.betas()),  # writeable, as the kernels take it
             "acceptance": request.params.get("acceptance", "gibbs" if thermal else "metropolis"),
             "order": request.params.get("order", "sequential"),
         }
@@ -75,3 +77,10 @@ class BatchedSABackend(Backend):
         read_mask[rows] = True
         return SolveResult(states, read_mask, Failures.none(problems.batch_size),
                            time.perf_counter() - start, 1)
+
+    def step(self, values: np.ndarray, ids: np.ndarray, keys: np.ndarray, spec: StepSpec,
+             request: SolveRequest) -> StepOutput:
+        """The whole step in one kernel call (`qsample.annealer.step.sample_step`)."""
+        return sample_step(values, ids, keys, temperature=spec.temperature, top_p=spec.top_p,
+                           min_p=spec.min_p, mode=spec.mode, penalty=spec.penalty,
+                           num_reads=request.num_reads, **request.settings)

@@ -1,0 +1,284 @@
+"""A whole sampling step in one kernel call: top-k logits -> token, for uncoupled one-hot steps.
+
+`QuantumSampler` builds a step from several numpy stages (candidates, a mode's weights, the
+anneal, decoding, the fallback draw, telemetry), each cheap but together ~0.4 ms of Python at
+B = 1. This module runs the same stages per row inside one parallel numba kernel (CPU), so the
+step costs the top-k, one kernel call and a few array allocations.
+
+Per row, from the top-k values v (sorted descending) and their vocabulary ids:
+
+1. candidates (`qsample.candidates.select_candidates`): a row whose first value is +inf puts its
+   mass uniformly on its +inf tokens; x = (v - max) / T in float32; top-p keeps the shortest
+   prefix whose mass reaches top_p, min-p drops p_i < min_p p_max; -inf is dropped;
+2. weights (`qsample.modes`): gumbel w = x + g - max(x + g) with g = -log(-log u), u the row
+   key's `rng.STREAM_GUMBEL` uniforms; boltzmann w = log softmax(x);
+3. the anneal: `cpu.anneal_onehot_row`, the one-hot kernel's own row, with the row key;
+4. decoding: a read is valid when one-hot; gumbel keeps the lowest-energy valid read, boltzmann
+   the first; no valid read: status `STATUS_NO_VALID_READ` and the fallback's exact draw by inverse
+   CDF with the row key's `rng.STREAM_FALLBACK` uniform (`rng.categorical`).
+
+The integer work (keys, counters, draws) is bit-identical to the numpy path; numpy's vectorised
+log and exp may differ from the kernel's libm ones in the last bit, so a token differs only
+where two candidates' perturbed weights tie to within rounding (tests check the two paths agree).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from .. import rng
+from .cpu import EXP_LIMIT, _mix64, anneal_onehot_row
+
+#: Per-row status codes of a step.
+STATUS_OK = 0
+STATUS_NO_VALID_READ = 1  # no read was one-hot: the row holds the fallback's exact draw
+STATUS_NAN = 2  # NaN logits: nothing sampled
+STATUS_EMPTY = 3  # no finite logit: nothing sampled
+
+MODE_CODES = {"gumbel": 0, "boltzmann": 1}
+_GUMBEL, _BOLTZMANN = MODE_CODES["gumbel"], MODE_CODES["boltzmann"]
+_GOLDEN = rng.SPLITMIX_GOLDEN
+_STREAM_GUMBEL = np.uint64(rng.STREAM_GUMBEL)
+_STREAM_FALLBACK = np.uint64(rng.STREAM_FALLBACK)
+_S53 = np.uint64(64 - 53)  # a float64 uniform takes the top 53 bits of a draw
+_INV53 = 1.0 / 2**53
+# int columns of `_step_body`'s output
+_TOKEN, _RANK, _SIZE, _VALID, _STATUS = range(5)
+# float columns
+_PROB, _ENTROPY, _ENERGY = range(3)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """One step's rows (numpy arrays [B], or tensors on the logits' device).
+
+    Attributes:
+        token: chosen vocabulary id (-1 where ``status`` is `STATUS_NAN` or `STATUS_EMPTY`).
+        rank: the chosen candidate's index (0 = most likely).
+        size: candidates kept (K_b).
+        valid: valid (one-hot) reads.
+        status: a ``STATUS_*`` code.
+        target_prob: p of the chosen candidate.
+        entropy: of the candidate distribution, in nats.
+        energy: the kept read's energy (NaN where no read was kept).
+    """
+
+    token: Any
+    rank: Any
+    size: Any
+    valid: Any
+    status: Any
+    target_prob: Any
+    entropy: Any
+    energy: Any
+
+
+@njit(inline="always", cache=True)
+def _uniform53(key, stream, index):
+    """`rng.uniform`(key, stream, n)[index - 1]: u in (0, 1) at 53 bits."""
+    base = _mix64(_mix64(rng.COMBINE_START ^ (key + _GOLDEN)) ^ (stream + _GOLDEN))
+    bits = _mix64(base + np.uint64(index) * _GOLDEN) >> _S53
+    return (np.float64(bits) + 0.5) * _INV53
+
+
+@njit(inline="always", cache=True)
+def _candidates(v, temperature, top_p, min_p, x):
+    """Tempered candidates x (float64, -inf past the size) of one row of top-k values v; the
+    size (0: no finite value). Arithmetic in float32, as `select_candidates`."""
+    k = v.shape[0]
+    first = v[0]
+    posinf = first == np.inf
+    top = np.float32(0.0) if posinf or not np.isfinite(first) else first
+    xs = np.empty(k, dtype=np.float32)
+    size = 0
+    for i in range(k):
+        vi = v[i]
+        if posinf:
+            vi = np.float32(0.0) if vi == np.inf else np.float32(-np.inf)
+        elif np.isnan(vi):
+            vi = np.float32(-np.inf)
+        xs[i] = (vi - top) / temperature
+        if np.isfinite(xs[i]):
+            size = i + 1  # finite values come first: sorted descending
+    if size and (top_p < 1.0 or min_p > 0.0):
+        total = np.float32(0.0)
+        peak = xs[0]
+        for i in range(size):
+            total += np.exp(xs[i] - peak)
+        mass = 0.0  # torch's CPU cumsum accumulates float32 in double
+        first_p = np.float32(np.exp(xs[0] - peak) / total)
+        kept = 0
+        for i in range(size):
+            p = np.float32(np.exp(xs[i] - peak) / total)
+            mass += p
+            if np.float32(np.float32(mass) - p) >= top_p or p < min_p * first_p:
+                break
+            kept = i + 1
+        size = kept
+    for i in range(k):
+        x[i] = np.float64(xs[i]) if i < size else -np.inf
+    return size
+
+
+@njit(inline="always", cache=True)
+def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_reads, gibbs,
+              random_order, xs, energies, out_i, out_f):
+    """One row: candidates, weights, anneal, decoding (module docstring)."""
+    k = v.shape[0]
+    out_i[_TOKEN] = -1
+    out_i[_RANK] = 0
+    out_i[_VALID] = 0
+    out_f[_PROB] = np.nan
+    out_f[_ENTROPY] = np.nan
+    out_f[_ENERGY] = np.nan
+    if np.isnan(v[0]):
+        out_i[_SIZE] = 0
+        out_i[_STATUS] = STATUS_NAN
+        return
+    x = np.empty(k)
+    size = _candidates(v, temperature, top_p, min_p, x)
+    out_i[_SIZE] = size
+    if size == 0:
+        out_i[_STATUS] = STATUS_EMPTY
+        return
+    w = np.empty(size)
+    if mode == _GUMBEL:
+        peak = -np.inf
+        for i in range(size):
+            w[i] = x[i] - math.log(-math.log(_uniform53(key, _STREAM_GUMBEL, i + 1)))
+            peak = max(peak, w[i])
+        for i in range(size):
+            w[i] -= peak
+    else:
+        total = 0.0
+        for i in range(size):
+            total += math.exp(x[i] - x[0])
+        shift = x[0] + math.log(total)
+        for i in range(size):
+            w[i] = x[i] - shift
+    anneal_onehot_row(w, penalty, size, key, betas, num_reads, gibbs, random_order, EXP_LIMIT,
+                      xs, energies)
+    pick = -1
+    valid = 0
+    for r in range(num_reads):
+        ones = 0
+        for i in range(size):
+            ones += xs[r, i]
+        if ones == 1:
+            valid += 1
+            if pick < 0 or (mode == _GUMBEL and energies[r] < energies[pick]):
+                pick = r
+    out_i[_VALID] = valid
+    # the target p over the candidates: telemetry, and the fallback's draw
+    total = 0.0
+    for i in range(size):
+        total += math.exp(x[i] - x[0])
+    if pick >= 0:
+        choice = 0
+        for i in range(size):
+            if xs[pick, i]:
+                choice = i
+        out_i[_STATUS] = STATUS_OK
+        out_f[_ENERGY] = energies[pick]
+    else:  # rng.categorical: the count of cdf <= u, at most the last positive candidate
+        u = _uniform53(key, _STREAM_FALLBACK, 1)
+        cdf = 0.0
+        choice = 0
+        last = 0
+        for i in range(size):
+            p = math.exp(x[i] - x[0]) / total
+            cdf += p
+            if cdf <= u:
+                choice += 1
+            if p > 0:
+                last = i
+        choice = min(choice, last)
+        out_i[_STATUS] = STATUS_NO_VALID_READ
+    entropy = 0.0
+    for i in range(size):
+        p = math.exp(x[i] - x[0]) / total
+        if p > 0:
+            entropy -= p * math.log(p)
+    out_i[_RANK] = choice
+    out_i[_TOKEN] = ids[choice]
+    out_f[_PROB] = math.exp(x[choice] - x[0]) / total
+    out_f[_ENTROPY] = entropy
+
+
+@njit(inline="always", cache=True)
+def _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
+               gibbs, random_order, states, energies, out_i, out_f):
+    for b in prange(values.shape[0]):
+        _step_row(values[b], ids[b], keys[b], temperature, top_p, min_p, mode, penalty, betas,
+                  num_reads, gibbs, random_order, states[b], energies[b], out_i[b], out_f[b])
+
+
+# One compiled kernel per (acceptance, order), as `cpu.ONEHOT_KERNELS`.
+@njit(parallel=True, cache=True)
+def _step_metropolis_sequential(values, ids, keys, temperature, top_p, min_p, mode, penalty,
+                                betas, num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
+               False, False, states, energies, out_i, out_f)
+
+
+@njit(parallel=True, cache=True)
+def _step_metropolis_random(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas,
+                            num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
+               False, True, states, energies, out_i, out_f)
+
+
+@njit(parallel=True, cache=True)
+def _step_gibbs_sequential(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas,
+                           num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
+               True, False, states, energies, out_i, out_f)
+
+
+@njit(parallel=True, cache=True)
+def _step_gibbs_random(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas,
+                       num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
+               True, True, states, energies, out_i, out_f)
+
+
+STEP_KERNELS = {
+    (False, False): _step_metropolis_sequential,
+    (False, True): _step_metropolis_random,
+    (True, False): _step_gibbs_sequential,
+    (True, True): _step_gibbs_random,
+}
+
+
+def sample_step(values: np.ndarray, ids: np.ndarray, keys: np.ndarray, *, temperature: float,
+                top_p: float, min_p: float, mode: str, penalty: float, betas: np.ndarray,
+                num_reads: int, acceptance: str, order: str) -> StepOutput:
+    """One fused step on the CPU (module docstring).
+
+    Args:
+        values: float32 [B, k] top-k logits per row, sorted descending (torch.topk's).
+        ids: int64 [B, k] their vocabulary ids.
+        keys: uint64 [B] row keys.
+        temperature, top_p, min_p: the candidate filters (temperature > 0).
+        mode: ``"gumbel"`` or ``"boltzmann"``.
+        penalty: the one-hot penalty A > 0.
+        betas: float64 [S] inverse temperature per sweep.
+        num_reads, acceptance, order: the anneal's (`anneal_onehot`).
+    """
+    batch, k = values.shape
+    states = np.empty((batch, num_reads, k), dtype=np.int8)
+    energies = np.empty((batch, num_reads))
+    out_i = np.empty((batch, 5), dtype=np.int64)
+    out_f = np.empty((batch, 3))
+    kernel = STEP_KERNELS[acceptance == "gibbs", order == "random"]
+    kernel(values, ids, keys, np.float32(temperature), np.float32(top_p), np.float32(min_p),
+           MODE_CODES[mode], float(penalty), betas, num_reads, states, energies, out_i, out_f)
+    return StepOutput(token=out_i[:, _TOKEN], rank=out_i[:, _RANK], size=out_i[:, _SIZE],
+                      valid=out_i[:, _VALID], status=out_i[:, _STATUS],
+                      target_prob=out_f[:, _PROB], entropy=out_f[:, _ENTROPY],
+                      energy=out_f[:, _ENERGY])
