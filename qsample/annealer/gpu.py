@@ -12,6 +12,8 @@ import torch
 from ..errors import ConfigError
 
 MAX_TILE_STATES = 4096  # BLOCK_R x BLOCK_K states of one program, kept on chip
+MAX_STEP_TILE_STATES = 16384  # a fused step keeps all reads of its row in one program
+STEP_INT_COLUMNS, STEP_FLOAT_COLUMNS = 5, 3  # token, rank, size, valid, status; p, H, energy
 MIN_BLOCK_K = 16  # the narrowest tile: a power of two, as tl.arange needs
 
 
@@ -73,3 +75,32 @@ def _launch(module, model, grid, tensors, keys, betas, states, energies, num_rea
         module.anneal_dense_kernel[grid](
             tensors["linear"], tensors["quadratic"], tensors["offset"], tensors["sizes"], keys,
             betas, states, energies, betas.shape[1], num_reads, width, **flags)
+
+
+def step_fits(num_reads: int, width: int) -> bool:
+    """Whether a fused step of ``num_reads`` reads over ``width`` candidates fits one program."""
+    return _pow2(num_reads) * max(MIN_BLOCK_K, _pow2(width)) <= MAX_STEP_TILE_STATES
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def launch_step(values: torch.Tensor, ids: torch.Tensor, keys: torch.Tensor,
+                betas: torch.Tensor, *, temperature: float, top_p: float, min_p: float,
+                gumbel: bool, penalty: float, num_reads: int, gibbs: bool, random_order: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample_step_kernel` over the rows of ``values`` [B, k] (float32, on one device): int64
+    [B, 5] and float32 [B, 3] outputs on that device, launched without a host synchronisation.
+    ``keys``: the row keys' bits as int64 [B], ``betas`` float32 [S], on the same device."""
+    if values.device.type != "cuda" and not interpreting():
+        raise ConfigError("engine", "triton", "CUDA tensors, or TRITON_INTERPRET=1 (tests)")
+    batch, width = values.shape
+    out_i = torch.empty((batch, STEP_INT_COLUMNS), dtype=torch.int64, device=values.device)
+    out_f = torch.empty((batch, STEP_FLOAT_COLUMNS), dtype=torch.float32, device=values.device)
+    kernels().sample_step_kernel[(batch,)](
+        values, ids, keys, betas, out_i, out_f, temperature, top_p, min_p, penalty,
+        betas.shape[0], num_reads, width, GUMBEL=gumbel, FILTER=top_p < 1.0 or min_p > 0.0,
+        GIBBS=gibbs,
+        RANDOM=random_order, BLOCK_R=_pow2(num_reads), BLOCK_K=max(MIN_BLOCK_K, _pow2(width)))
+    return out_i, out_f

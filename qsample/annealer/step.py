@@ -32,13 +32,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import rng
+from .core import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ, STATUS_OK
 from .cpu import EXP_LIMIT, _mix64, anneal_onehot_row
-
-#: Per-row status codes of a step.
-STATUS_OK = 0
-STATUS_NO_VALID_READ = 1  # no read was one-hot: the row holds the fallback's exact draw
-STATUS_NAN = 2  # NaN logits: nothing sampled
-STATUS_EMPTY = 3  # no finite logit: nothing sampled
 
 MODE_CODES = {"gumbel": 0, "boltzmann": 1}
 _GUMBEL, _BOLTZMANN = MODE_CODES["gumbel"], MODE_CODES["boltzmann"]
@@ -255,21 +250,27 @@ STEP_KERNELS = {
 }
 
 
-def sample_step(values: np.ndarray, ids: np.ndarray, keys: np.ndarray, *, temperature: float,
-                top_p: float, min_p: float, mode: str, penalty: float, betas: np.ndarray,
-                num_reads: int, acceptance: str, order: str) -> StepOutput:
-    """One fused step on the CPU (module docstring).
+def sample_step(values: Any, ids: Any, keys: Any, *, temperature: float, top_p: float,
+                min_p: float, mode: str, penalty: float, betas: np.ndarray, num_reads: int,
+                acceptance: str, order: str) -> StepOutput:
+    """One fused step (module docstring): numpy arrays on the CPU kernel, torch tensors on the
+    Triton kernel (CUDA, or Triton's interpreter on CPU tensors for tests), whose outputs stay
+    on the device with no host synchronisation.
 
     Args:
         values: float32 [B, k] top-k logits per row, sorted descending (torch.topk's).
         ids: int64 [B, k] their vocabulary ids.
-        keys: uint64 [B] row keys.
+        keys: uint64 [B] row keys (numpy), or their bits as int64 [B] on the tensors' device.
         temperature, top_p, min_p: the candidate filters (temperature > 0).
         mode: ``"gumbel"`` or ``"boltzmann"``.
         penalty: the one-hot penalty A > 0.
         betas: float64 [S] inverse temperature per sweep.
         num_reads, acceptance, order: the anneal's (`anneal_onehot`).
     """
+    if not isinstance(values, np.ndarray):
+        return _device_step(values, ids, keys, temperature=temperature, top_p=top_p,
+                            min_p=min_p, mode=mode, penalty=penalty, betas=betas,
+                            num_reads=num_reads, acceptance=acceptance, order=order)
     batch, k = values.shape
     states = np.empty((batch, num_reads, k), dtype=np.int8)
     energies = np.empty((batch, num_reads))
@@ -278,6 +279,22 @@ def sample_step(values: np.ndarray, ids: np.ndarray, keys: np.ndarray, *, temper
     kernel = STEP_KERNELS[acceptance == "gibbs", order == "random"]
     kernel(values, ids, keys, np.float32(temperature), np.float32(top_p), np.float32(min_p),
            MODE_CODES[mode], float(penalty), betas, num_reads, states, energies, out_i, out_f)
+    return _output(out_i, out_f)
+
+
+def _device_step(values, ids, keys, *, temperature, top_p, min_p, mode, penalty, betas,
+                 num_reads, acceptance, order) -> StepOutput:
+    from .gpu import launch_step
+
+    out_i, out_f = launch_step(
+        values, ids, keys, betas, temperature=temperature, top_p=top_p, min_p=min_p,
+        gumbel=mode == "gumbel", penalty=penalty, num_reads=num_reads,
+        gibbs=acceptance == "gibbs", random_order=order == "random")
+    return _output(out_i, out_f)
+
+
+def _output(out_i: Any, out_f: Any) -> StepOutput:
+    """The columns of a step kernel's int [B, 5] and float [B, 3] outputs."""
     return StepOutput(token=out_i[:, _TOKEN], rank=out_i[:, _RANK], size=out_i[:, _SIZE],
                       valid=out_i[:, _VALID], status=out_i[:, _STATUS],
                       target_prob=out_f[:, _PROB], entropy=out_f[:, _ENTROPY],

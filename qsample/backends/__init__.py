@@ -1,6 +1,6 @@
 """Backends: the solvers a `QuantumSampler` hands each step's problems to."""
 
-from ..annealer.step import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ
+from ..annealer.core import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ
 from .base import (
     THERMAL_BETA,
     Backend,
