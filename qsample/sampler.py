@@ -33,6 +33,7 @@ from .backends import (
     RejectedResult,
     SolveRequest,
     SolveResult,
+    StepOutput,
     StepSpec,
     describe,
     make_backend,
@@ -49,11 +50,13 @@ from .config import SamplerConfig
 from .errors import BackendError, ConfigError
 from .modes import MODES, Mode
 from .problems import OneHotProblems
-from .telemetry import StepTelemetry, TelemetryLog
+from .telemetry import DeferredStep, StepTelemetry, TelemetryLog, resolved
 
 #: The telemetry ``fallback`` of rows whose classical joint draw was only approximate
 #: (`coupling.sample_joint`'s sequential draw), and the note added to their reason.
 SEQUENTIAL_FALLBACK = "sequential"
+#: The telemetry ``fallback`` of GPU rows with NaN or no finite logit (`_fused_step`).
+BAD_LOGITS_FALLBACK = "top-token"
 SEQUENTIAL_NOTE = (f"drawn row by row (approximate): no exact joint draw in "
                    f"{coupling.REJECTION_ROUNDS} rejection rounds")
 
@@ -191,9 +194,11 @@ class QuantumSampler:
         self.request = resolve_request(self.config, self.backend)
         self.penalty = self.config.penalty or self.mode.defaults.penalty
         cfg = self.config
-        # uncoupled CPU steps run fused in one backend call where the backend can (`_fused_step`)
+        # uncoupled steps run fused in one backend call where the backend can (`_fused_step`);
+        # on a GPU only with the fallback "exact" (a raise would need the host)
         self._spec = StepSpec(cfg.temperature, cfg.top_p, cfg.min_p, cfg.mode, self.penalty)
-        self.fused = self.backend.fused and cfg.temperature > 0
+        devices = self.backend.fused_devices(self.request, cfg.top_k) if cfg.temperature else ()
+        self.fused_devices = tuple(d for d in devices if d == "cpu" or cfg.fallback == "exact")
         if self.backend.probe and self.config.temperature != 0:
             self._probe()
         note = self.backend.fidelity_warning(self.request, self.config.top_k)
@@ -201,7 +206,7 @@ class QuantumSampler:
             warnings.warn(note + " (docs/fidelity.md)", stacklevel=2)
         self.telemetry = TelemetryLog(max_telemetry_steps)
         self.record_telemetry = telemetry
-        self.last_step: StepTelemetry | None = None
+        self._last_step: StepTelemetry | DeferredStep | None = None
         self._calls = 0
         seed = self.config.seed
         self._base_seed = seed if seed is not None else rng.fresh_seed()
@@ -258,7 +263,7 @@ class QuantumSampler:
             return torch.empty(0, dtype=torch.long, device=logits.device)
         if cfg.temperature == 0:
             return self._greedy(logits, step, start)
-        if self.fused and groups is None and logits.device.type == "cpu":
+        if groups is None and logits.device.type in self.fused_devices:
             return self._fused_step(logits, keys, step, start)
 
         block, groups, noise_keys = coupled_candidates(logits, cfg, groups, keys)
@@ -292,42 +297,76 @@ class QuantumSampler:
     # ------------------------------------------------------------------ steps
 
     def _fused_step(self, logits: torch.Tensor, keys: np.ndarray, step: int, start: float
-               ) -> torch.Tensor:
+                    ) -> torch.Tensor:
         """An uncoupled step in one backend call (`Backend.step`): the same target, candidates,
-        encoding, decoding and fallback as the staged path of `sample`, from the top-k."""
+        encoding, decoding and fallback as the staged path of `sample`, from the top-k. On a
+        GPU nothing in it waits for the device: the keys go up through pinned memory, the
+        tokens stay on the device, telemetry comes down asynchronously (`DeferredStep`), and a
+        NaN or all -inf row, which the CPU refuses, takes its first top-k token and is counted
+        as a failure there."""
         cfg = self.config
         values, ids = torch.topk(logits, min(cfg.top_k, logits.shape[1]), dim=1, sorted=True)
+        values = values.detach().float()
         solve_start = time.perf_counter()
-        out = self.backend.step(values.detach().float().numpy(), ids.numpy(), keys, self._spec,
-                                self.request)
-        backend_seconds = time.perf_counter() - solve_start
+        if logits.device.type != "cpu":
+            device_keys = torch.from_numpy(keys.view(np.int64)).pin_memory().to(
+                logits.device, non_blocking=True)
+            out = self.backend.step(values, ids, device_keys, self._spec, self.request)
+            tokens = torch.where(out.status <= STATUS_NO_VALID_READ, out.token, ids[:, 0])
+            if self.record_telemetry:
+                host = [column.to("cpu", non_blocking=True) for column in out.raw]
+                done = torch.cuda.Event()
+                done.record()
+                seconds = time.perf_counter() - solve_start
+
+                def build() -> StepTelemetry:
+                    done.synchronize()
+                    return self._fused_telemetry(
+                        step, StepOutput.of(*(column.numpy() for column in host)), seconds,
+                        time.perf_counter() - start)
+
+                self._store(DeferredStep(build))
+            return tokens
+        out = self.backend.step(values.numpy(), ids.numpy(), keys, self._spec, self.request)
+        seconds = time.perf_counter() - solve_start
         status = out.status
         if (status >= STATUS_NAN).any():
             if (status == STATUS_NAN).any():
                 raise nan_rows_error(np.flatnonzero(status == STATUS_NAN))
             raise empty_rows_error(np.flatnonzero(status == STATUS_EMPTY))
         failed = status == STATUS_NO_VALID_READ
-        batch = status.shape[0]
+        if failed.any() and cfg.fallback == "error":
+            raise BackendError(f"backend '{self.backend.name}' gave no valid one-hot sample for "
+                               f"rows {list_rows(np.flatnonzero(failed))}: "
+                               f"{_no_valid_read(self.request.num_reads, joint=False)}")
+        if self.record_telemetry:
+            self._store(self._fused_telemetry(step, out, seconds, time.perf_counter() - start))
+        return torch.from_numpy(out.token)
+
+    def _fused_telemetry(self, step: int, out: StepOutput, backend_seconds: float,
+                         sampler_seconds: float) -> StepTelemetry:
+        """The `StepTelemetry` of a fused step's host arrays: rows without a valid read took the
+        fallback's draw; rows with bad logits (GPU only) took their first top-k token."""
+        status, batch = out.status, out.status.shape[0]
         failures = Failures.none(batch)
         fallback = np.full(batch, None, dtype=object)
+        failed = status == STATUS_NO_VALID_READ
         if failed.any():
-            detail = _no_valid_read(self.request.num_reads, joint=False)
-            if cfg.fallback == "error":
-                raise BackendError(f"backend '{self.backend.name}' gave no valid one-hot sample "
-                                   f"for rows {list_rows(np.flatnonzero(failed))}: {detail}")
-            failures.mark(failed, FailureKind.NO_VALID_READ, detail)
-            fallback[failed] = cfg.fallback
-        tokens = torch.from_numpy(out.token)
-        if self.record_telemetry:
-            self._store(StepTelemetry(
-                step=step, mode=self.mode.name, backend=self.backend.name, k=out.size,
-                token_id=out.token, rank=out.rank, target_prob=out.target_prob,
-                entropy=out.entropy, energy=out.energy, valid_reads=out.valid,
-                num_reads=np.full(batch, self.request.num_reads), fallback=fallback,
-                fallback_kind=failures.kind, fallback_reason=failures.detail,
-                backend_seconds=backend_seconds, backend_calls=1,
-                sampler_seconds=time.perf_counter() - start))
-        return tokens
+            failures.mark(failed, FailureKind.NO_VALID_READ,
+                          _no_valid_read(self.request.num_reads, joint=False))
+            fallback[failed] = self.config.fallback
+        bad = status >= STATUS_NAN
+        if bad.any():
+            failures.mark(bad, FailureKind.RAISED, "LogitsError: NaN or no finite logit (on "
+                          "the GPU the row took its first top-k token)")
+            fallback[bad] = BAD_LOGITS_FALLBACK
+        return StepTelemetry(
+            step=step, mode=self.mode.name, backend=self.backend.name, k=out.size,
+            token_id=out.token, rank=out.rank, target_prob=out.target_prob, entropy=out.entropy,
+            energy=out.energy, valid_reads=out.valid,
+            num_reads=np.full(batch, self.request.num_reads), fallback=fallback,
+            fallback_kind=failures.kind, fallback_reason=failures.detail,
+            backend_seconds=backend_seconds, backend_calls=1, sampler_seconds=sampler_seconds)
 
     def _keys(self, batch: int, step: int, row_seeds: Any) -> np.ndarray:
         if row_seeds is None:
@@ -466,6 +505,12 @@ class QuantumSampler:
             group=groups,
         ))
 
-    def _store(self, step: StepTelemetry) -> None:
-        self.last_step = step
+    @property
+    def last_step(self) -> StepTelemetry | None:
+        """The last call's telemetry (None before the first; a GPU step's is waited for)."""
+        self._last_step = resolved(self._last_step)
+        return self._last_step
+
+    def _store(self, step: StepTelemetry | DeferredStep) -> None:
+        self._last_step = step
         self.telemetry.append(step)

@@ -4,7 +4,7 @@ recording costs no per-row Python work; expanded to JSON records only when read.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,20 +83,47 @@ class StepTelemetry:
             yield record
 
 
+class DeferredStep:
+    """A step whose row arrays are still on their way from a GPU: ``build`` waits for the copy
+    and makes the `StepTelemetry`, once, when it is first read (`resolve`)."""
+
+    def __init__(self, build: Callable[[], StepTelemetry]) -> None:
+        self._build: Callable[[], StepTelemetry] | None = build
+        self._step: StepTelemetry | None = None
+
+    def resolve(self) -> StepTelemetry:
+        if self._step is None:
+            self._step = self._build()
+            self._build = None
+        return self._step
+
+
+def resolved(entry: StepTelemetry | DeferredStep | None) -> StepTelemetry | None:
+    """``entry`` as a `StepTelemetry` (a `DeferredStep` resolved)."""
+    return entry.resolve() if isinstance(entry, DeferredStep) else entry
+
+
 class TelemetryLog:
-    """The steps recorded by a sampler (keep at most ``max_steps``; None keeps all)."""
+    """The steps recorded by a sampler (keep at most ``max_steps``; None keeps all). Steps of
+    the GPU path arrive as `DeferredStep`s, resolved when ``steps`` is read."""
 
     def __init__(self, max_steps: int | None = None) -> None:
         self.max_steps = max_steps
-        self.steps: list[StepTelemetry] = []
+        self._entries: list[StepTelemetry | DeferredStep] = []
 
-    def append(self, step: StepTelemetry) -> None:
-        self.steps.append(step)
-        if self.max_steps is not None and len(self.steps) > self.max_steps:
-            del self.steps[: len(self.steps) - self.max_steps]
+    @property
+    def steps(self) -> list[StepTelemetry]:
+        """The recorded steps, oldest first (deferred ones resolved, waiting for their copy)."""
+        self._entries = [resolved(entry) for entry in self._entries]
+        return self._entries
+
+    def append(self, step: StepTelemetry | DeferredStep) -> None:
+        self._entries.append(step)
+        if self.max_steps is not None and len(self._entries) > self.max_steps:
+            del self._entries[: len(self._entries) - self.max_steps]
 
     def clear(self) -> None:
-        self.steps.clear()
+        self._entries.clear()
 
     def records(self) -> Iterator[dict[str, Any]]:
         for step in self.steps:

@@ -152,3 +152,34 @@ def test_bench_sparse_writes_table_and_json(tmp_path, capsys, monkeypatch):
     rows = json.loads(out.read_text())["rows"]
     assert [r["arm"] for r in rows] == ["neal", "batched-sa", "batched-sa dense"]
     assert rows[2]["dense_mb"] > 0 and all(r["median_ms"] > 0 for r in rows)
+
+
+def test_bench_serve_defaults_and_combos():
+    from qsample.cli import build_parser
+
+    args = build_parser().parse_args(["bench-serve"])
+    assert (args.clients, args.requests, args.new_tokens, args.repeats, args.top_k) == (
+        16, 64, 64, 3, 64)
+    assert args.combos == [("gumbel", "batched-sa")]
+    assert args.json == "bench-results/serve_throughput.json"
+    args = build_parser().parse_args(["bench-serve", "--combos", "gumbel/batched-sa",
+                                      "boltzmann/batched-sa", "--clients", "4"])
+    assert args.combos == [("gumbel", "batched-sa"), ("boltzmann", "batched-sa")]
+    assert args.clients == 4
+
+
+def test_interleaved_summary_ratios_are_per_group():
+    from qsample.tools.bench import interleaved_summary
+
+    rounds = {"plain": [{"seconds": 10.0, "tokens": 1000}, {"seconds": 20.0, "tokens": 1000},
+                        {"seconds": 10.0, "tokens": 1000}],
+              "q": [{"seconds": 12.5, "tokens": 1000}, {"seconds": 20.0, "tokens": 1000},
+                    {"seconds": 10.0, "tokens": 900}]}
+    plain, q = interleaved_summary(rounds, "plain")
+    assert plain["pair_ratios"] == [1.0, 1.0, 1.0] and plain["tokens_per_s"] == 100.0
+    assert q["pair_ratios"] == pytest.approx([0.8, 1.0, 0.9])
+    assert q["ratio_vs_plain"] == pytest.approx(0.9)  # the median of the groups' ratios
+    assert (q["ratio_min"], q["ratio_max"]) == pytest.approx((0.8, 1.0))
+    assert q["median_s"] == 12.5 and q["tokens_per_s"] == 80.0
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_summary({"plain": rounds["plain"], "q": rounds["q"][:2]}, "plain")

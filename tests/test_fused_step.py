@@ -30,7 +30,7 @@ def _logits() -> torch.Tensor:
 
 def _pair(config: SamplerConfig) -> tuple[QuantumSampler, QuantumSampler]:
     fused, staged = QuantumSampler(config), QuantumSampler(config)
-    staged.fused = False
+    staged.fused_devices = ()
     return fused, staged
 
 
@@ -55,7 +55,7 @@ def test_the_comparison_detects_another_draw():
     """Negative control: the staged path under another seed disagrees on most rows."""
     fused = QuantumSampler(SamplerConfig(top_k=32, seed=3))
     staged = QuantumSampler(SamplerConfig(top_k=32, seed=4))
-    staged.fused = False
+    staged.fused_devices = ()
     logits = _logits()
     assert (fused.sample(logits) != staged.sample(logits)).float().mean() > 0.3
 
@@ -77,7 +77,7 @@ def test_only_uncoupled_batched_sa_steps_are_fused(monkeypatch):
     with pytest.raises(ZeroDivisionError):  # uncoupled: the fused step
         sampler.sample(torch.randn(4, 50))
     assert len(calls) == 1
-    assert not QuantumSampler(SamplerConfig(backend="neal", top_k=8)).fused
+    assert QuantumSampler(SamplerConfig(backend="neal", top_k=8)).fused_devices == ()
 
 
 def test_fused_step_names_nan_and_empty_rows():

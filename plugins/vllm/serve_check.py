@@ -46,6 +46,8 @@ LOG_TAIL_CHARS = 3000  # of the server log, in start-up errors
 #: The server's environment defaults: vLLM's CPU KV cache (GiB), no thread pinning.
 CPU_SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                   "OMP_NUM_THREADS": "1"}
+#: The server flag that loads qsample's admission middleware (HTTP 400 before a stream starts).
+MIDDLEWARE_ARGS = ("--middleware", "qsample.plugins.vllm.admission_middleware")
 PROMPT = "Once upon a time, in a small village by the sea,"
 TEMPERATURE = 0.8
 #: The opted-in neighbour generates this many times the plain request's tokens, starting this
@@ -130,10 +132,9 @@ def run_serve_check(model: str, *, new_tokens: int = 32, repeats: int = 3,
 
     folder = Path(tempfile.mkdtemp(prefix="qsample-serve-check-"))
     log_path = folder / "server.log"
-    extra = ("--middleware", "qsample.plugins.vllm.admission_middleware")
     result: dict[str, Any] = {"model": model, "new_tokens": new_tokens, "repeats": repeats,
                               "server_log": str(log_path)}
-    with openai_server(model, log_path, extra_args=extra) as server:
+    with openai_server(model, log_path, extra_args=MIDDLEWARE_ARGS) as server:
         base = server.base_url
         client = openai.OpenAI(base_url=base + "/v1", api_key="none",
                                timeout=REQUEST_TIMEOUT_SECONDS, max_retries=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -14,6 +15,7 @@ from ..errors import ConfigError
 MAX_TILE_STATES = 4096  # BLOCK_R x BLOCK_K states of one program, kept on chip
 MAX_STEP_TILE_STATES = 16384  # a fused step keeps all reads of its row in one program
 STEP_INT_COLUMNS, STEP_FLOAT_COLUMNS = 5, 3  # token, rank, size, valid, status; p, H, energy
+_BETAS: dict[tuple[bytes, str], torch.Tensor] = {}  # `device_betas`: a few schedules per process
 MIN_BLOCK_K = 16  # the narrowest tile: a power of two, as tl.arange needs
 
 
@@ -80,6 +82,15 @@ def _launch(module, model, grid, tensors, keys, betas, states, energies, num_rea
 def step_fits(num_reads: int, width: int) -> bool:
     """Whether a fused step of ``num_reads`` reads over ``width`` candidates fits one program."""
     return _pow2(num_reads) * max(MIN_BLOCK_K, _pow2(width)) <= MAX_STEP_TILE_STATES
+
+
+def device_betas(betas: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``betas`` as float32 on ``device``, copied once per (schedule, device): a step's launch
+    then makes no host-to-device copy of them."""
+    key = (betas.tobytes(), str(device))
+    if key not in _BETAS:
+        _BETAS[key] = torch.as_tensor(betas, dtype=torch.float32).to(device)
+    return _BETAS[key]
 
 
 def _pow2(n: int) -> int:

@@ -34,6 +34,7 @@ from numba import njit, prange
 from .. import rng
 from .core import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ, STATUS_OK
 from .cpu import EXP_LIMIT, _mix64, anneal_onehot_row
+from .gpu import device_betas, launch_step
 
 MODE_CODES = {"gumbel": 0, "boltzmann": 1}
 _GUMBEL, _BOLTZMANN = MODE_CODES["gumbel"], MODE_CODES["boltzmann"]
@@ -71,6 +72,15 @@ class StepOutput:
     target_prob: Any
     entropy: Any
     energy: Any
+    raw: tuple[Any, Any]  # the kernel's int [B, 5] and float [B, 3] outputs, viewed above
+
+    @classmethod
+    def of(cls, out_i: Any, out_f: Any) -> StepOutput:
+        """The columns of a step kernel's int [B, 5] and float [B, 3] outputs."""
+        return cls(token=out_i[:, _TOKEN], rank=out_i[:, _RANK], size=out_i[:, _SIZE],
+                   valid=out_i[:, _VALID], status=out_i[:, _STATUS],
+                   target_prob=out_f[:, _PROB], entropy=out_f[:, _ENTROPY],
+                   energy=out_f[:, _ENERGY], raw=(out_i, out_f))
 
 
 @njit(inline="always", cache=True)
@@ -279,23 +289,14 @@ def sample_step(values: Any, ids: Any, keys: Any, *, temperature: float, top_p: 
     kernel = STEP_KERNELS[acceptance == "gibbs", order == "random"]
     kernel(values, ids, keys, np.float32(temperature), np.float32(top_p), np.float32(min_p),
            MODE_CODES[mode], float(penalty), betas, num_reads, states, energies, out_i, out_f)
-    return _output(out_i, out_f)
+    return StepOutput.of(out_i, out_f)
 
 
 def _device_step(values, ids, keys, *, temperature, top_p, min_p, mode, penalty, betas,
                  num_reads, acceptance, order) -> StepOutput:
-    from .gpu import launch_step
-
     out_i, out_f = launch_step(
-        values, ids, keys, betas, temperature=temperature, top_p=top_p, min_p=min_p,
-        gumbel=mode == "gumbel", penalty=penalty, num_reads=num_reads,
+        values, ids, keys, device_betas(betas, values.device), temperature=temperature,
+        top_p=top_p, min_p=min_p, gumbel=mode == "gumbel", penalty=penalty, num_reads=num_reads,
         gibbs=acceptance == "gibbs", random_order=order == "random")
-    return _output(out_i, out_f)
+    return StepOutput.of(out_i, out_f)
 
-
-def _output(out_i: Any, out_f: Any) -> StepOutput:
-    """The columns of a step kernel's int [B, 5] and float [B, 3] outputs."""
-    return StepOutput(token=out_i[:, _TOKEN], rank=out_i[:, _RANK], size=out_i[:, _SIZE],
-                      valid=out_i[:, _VALID], status=out_i[:, _STATUS],
-                      target_prob=out_f[:, _PROB], entropy=out_f[:, _ENTROPY],
-                      energy=out_f[:, _ENERGY])

@@ -122,7 +122,7 @@ def _anneal_onehot_tile(w, a, k, chain, cols, beta_ptr, num_sweeps, GIBBS: tl.co
 
 @triton.jit
 def _onehot_energy(x, n, w, a):
-    nf = (n - 1).to(a.dtype)
+    nf = (n - 1).to(w.dtype)
     return a * nf * nf - tl.sum(tl.where(x == 1, w[None, :], 0.0), axis=1)
 
 
@@ -169,7 +169,7 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     inside = cols < width
     key = tl.load(key_ptr + b).to(tl.uint64, bitcast=True)
     v = tl.load(value_ptr + b * width + cols, mask=inside, other=float("-inf")).to(tl.float32)
-    first = tl.max(tl.where(cols == 0, v, float("-inf")), axis=0)
+    first = tl.sum(tl.where(cols == 0, v, 0.0), axis=0)  # NaN stays NaN (max may drop it)
     nan_row = first != first
     posinf = first == float("inf")
     v = tl.where(posinf, tl.where(v == float("inf"), 0.0, float("-inf")), v)
@@ -210,7 +210,7 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     kept_energy = tl.sum(tl.where(reads == pick, energy, 0.0), axis=0)
     # the fallback's exact draw (rng.categorical): the count of cdf <= u, at most the last
     # positive candidate
-    uf = _uniform53(key, STREAM_FALLBACK, 1).to(tl.float32)
+    uf = tl.sum(tl.where(cols == 0, _uniform53(key, STREAM_FALLBACK, cols + 1), 0.0), axis=0)
     drawn = tl.sum(((tl.cumsum(p, axis=0) <= uf) & keep).to(tl.int32), axis=0)
     drawn = tl.minimum(drawn, tl.max(tl.where(p > 0, cols, 0), axis=0))
     choice = tl.where(count > 0, read_choice, drawn)
@@ -223,7 +223,7 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     prob = tl.sum(tl.where(cols == choice, p, 0.0), axis=0)
     tl.store(out_i_ptr + b * 5 + 0, tl.where(sampled, token, -1))
     tl.store(out_i_ptr + b * 5 + 1, choice.to(tl.int64))
-    tl.store(out_i_ptr + b * 5 + 2, size.to(tl.int64))
+    tl.store(out_i_ptr + b * 5 + 2, tl.where(nan_row, 0, size).to(tl.int64))
     tl.store(out_i_ptr + b * 5 + 3, count.to(tl.int64))
     tl.store(out_i_ptr + b * 5 + 4, status.to(tl.int64))
     tl.store(out_f_ptr + b * 3 + 0, tl.where(sampled, prob, float("nan")))

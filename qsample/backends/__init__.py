@@ -1,6 +1,7 @@
 """Backends: the solvers a `QuantumSampler` hands each step's problems to."""
 
 from ..annealer.core import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ
+from ..annealer.step import StepOutput
 from .base import (
     THERMAL_BETA,
     Backend,
@@ -31,6 +32,7 @@ __all__ = [
     "RejectedResult",
     "SolveRequest",
     "SolveResult",
+    "StepOutput",
     "StepSpec",
     "TabuBackend",
     "TreeBackend",

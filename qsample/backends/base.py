@@ -208,7 +208,6 @@ class Backend(ABC):
             solve of a two-candidate problem with its settings has worked, so a bad
             ``backend_params`` value raises `ConfigError` then, not a fallback at every step.
             False for QPUs and remote samplers (a probe would spend QPU time).
-        fused: it runs a whole uncoupled step from the top-k logits in one call (`step`).
     """
 
     name: str = "backend"
@@ -218,7 +217,6 @@ class Backend(ABC):
     couplings: bool = False
     default_top_k: int | None = None
     probe: bool = False
-    fused: bool = False
 
     def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
         """Why ``request`` (its task, resolved settings) at up to ``top_k`` candidates is not
@@ -269,9 +267,15 @@ class Backend(ABC):
     def solve(self, problems: OneHotProblems, request: SolveRequest) -> SolveResult:
         """Return reads for every row of ``problems``."""
 
-    def step(self, values: Any, ids: Any, keys: np.ndarray, spec: StepSpec,
+    def fused_devices(self, request: SolveRequest, top_k: int) -> tuple[str, ...]:
+        """The device types ("cpu", "cuda") on which `step` runs a whole uncoupled step of
+        ``request`` at up to ``top_k`` candidates in one call; default none."""
+        return ()
+
+    def step(self, values: Any, ids: Any, keys: Any, spec: StepSpec,
              request: SolveRequest) -> StepOutput:
         """A whole uncoupled step (`qsample.annealer.step`) from the top-k logits ``values``
         [B, k] (float32, sorted descending) and their vocabulary ``ids`` [B, k], with the row
-        ``keys`` and ``request``'s resolved settings; only backends with ``fused`` set."""
+        ``keys`` and ``request``'s resolved settings, on a device of `fused_devices`: numpy
+        arrays on the CPU, tensors (keys as int64 bits) on a GPU."""
         raise NotImplementedError(f"backend '{self.name}' has no fused step")

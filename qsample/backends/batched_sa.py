@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..annealer import anneal_coupled, anneal_onehot
+from ..annealer.gpu import step_fits
 from ..annealer.step import StepOutput, sample_step
 from ..problems import OneHotProblems
 from .base import Backend, Failures, SolveRequest, SolveResult, StepSpec
@@ -35,7 +36,6 @@ class BatchedSABackend(Backend):
     params = ("acceptance", "order")
     couplings = True
     probe = True
-    fused = True
 
     def settings(self, request: SolveRequest) -> dict[str, Any]:
         thermal = request.task == "thermal"
@@ -78,7 +78,11 @@ class BatchedSABackend(Backend):
         return SolveResult(states, read_mask, Failures.none(problems.batch_size),
                            time.perf_counter() - start, 1)
 
-    def step(self, values: np.ndarray, ids: np.ndarray, keys: np.ndarray, spec: StepSpec,
+    def fused_devices(self, request: SolveRequest, top_k: int) -> tuple[str, ...]:
+        """The CPU always; CUDA when a row's reads fit one Triton program (`step_fits`)."""
+        return ("cpu", "cuda") if step_fits(request.num_reads, top_k) else ("cpu",)
+
+    def step(self, values: Any, ids: Any, keys: Any, spec: StepSpec,
              request: SolveRequest) -> StepOutput:
         """The whole step in one kernel call (`qsample.annealer.step.sample_step`)."""
         return sample_step(values, ids, keys, temperature=spec.temperature, top_p=spec.top_p,

@@ -107,6 +107,28 @@ def run_bench(
     return rows
 
 
+def interleaved_summary(rounds: dict[str, list[dict[str, Any]]], baseline: str
+                        ) -> list[dict[str, Any]]:
+    """One row per arm of an interleaved benchmark, whose round i of every arm ran in group i
+    (each round with ``seconds`` and ``tokens``): median seconds, median tokens/s, and the ratios
+    of tokens/s to the ``baseline`` arm's round of the same group: each group's
+    (``pair_ratios``), their median (``ratio_vs_plain``), min and max."""
+    base_tps = [r["tokens"] / r["seconds"] for r in rounds[baseline]]
+    rows = []
+    for arm, arm_rounds in rounds.items():
+        if len(arm_rounds) != len(base_tps):
+            raise ValueError(f"arm {arm!r} has {len(arm_rounds)} rounds, {baseline!r} has "
+                             f"{len(base_tps)}")
+        tps = [r["tokens"] / r["seconds"] for r in arm_rounds]
+        ratios = [t / b for t, b in zip(tps, base_tps, strict=True)]
+        rows.append({"arm": arm, "median_s": statistics.median(r["seconds"] for r in arm_rounds),
+                     "tokens_per_s": statistics.median(tps),
+                     "ratio_vs_plain": statistics.median(ratios), "ratio_min": min(ratios),
+                     "ratio_max": max(ratios), "pair_ratios": ratios,
+                     "tokens_per_round": statistics.median(r["tokens"] for r in arm_rounds)})
+    return rows
+
+
 HEADER = (f"{'mode':10s} {'backend':10s} {'B':>4s} {'K':>4s} {'median ms':>10s} "
           f"{'floor ms':>9s} {'ratio':>8s} {'ms/row':>8s} {'backend%':>8s} {'fallback':>8s}")
 
