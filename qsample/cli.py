@@ -24,9 +24,11 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"qsample bench: V={args.vocab}, repeats={args.repeats}, torch threads={args.threads}",
           file=sys.stderr)
     rows = run_bench(args.batch, args.k, combos, args.vocab, args.repeats,
-                     log=lambda line: print(line, file=sys.stderr, flush=True))
+                     log=lambda line: print(line, file=sys.stderr, flush=True),
+                     device=args.device)
     print(format_table(rows))
-    write_json(rows, args.json, vocab=args.vocab, command=" ".join(sys.argv))
+    write_json(rows, args.json, vocab=args.vocab, device=args.device,
+               command=" ".join(sys.argv))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
@@ -461,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "gumbel/tree boltzmann/tree)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per cell (median)")
     bench.add_argument("--threads", type=int, default=1, help="torch threads")
+    bench.add_argument("--device", default="cpu", help="where the logits are: cpu or cuda")
     bench.add_argument("--json", default="bench-results/sampler_step.json", help="JSON output")
     bench.add_argument("--quick", action="store_true", help="B in {1, 8}, K = 16, 3 repeats")
     bench.set_defaults(func=_bench)

@@ -23,6 +23,7 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
     for row in rows:
         assert row["median_ms"] > 0 and row["floor_ms"] > 0
         assert row["ratio"] == pytest.approx(row["median_ms"] / row["floor_ms"])
+        assert row["race_ratio"] == pytest.approx(row["median_ms"] / row["race_ms"])
 
 
 def test_bench_anneal_compares_batched_sa_with_neal_on_the_same_problems(tmp_path, capsys):

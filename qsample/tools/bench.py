@@ -1,9 +1,11 @@
 """Sampler step-time benchmark: qsample against the classical floor, in one run.
 
 For each batch size B, candidate count K and (mode, backend), time ``QuantumSampler.sample`` on
-logits [B, V] and, in the same run on the same logits, the classical floor: torch top-k over V,
-softmax at the same temperature and ``torch.multinomial`` over the same K candidates. Reports
-medians over repeats and the ratio qsample / floor; writes everything as JSON.
+logits [B, V] and, in the same run on the same logits, two classical floors: torch top-k over V,
+softmax at the same temperature and ``torch.multinomial`` over the same K candidates; and the
+exponential race vLLM samples with (`race_floor`). Reports medians over repeats and the ratios
+qsample / floor; writes everything as JSON. On a GPU (``device="cuda"``) every timed call ends
+with a synchronisation, so it counts until its work is done.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class BenchRow:
     median_ms: float
     floor_ms: float
     ratio: float
+    race_ms: float
+    race_ratio: float
     per_row_ms: float
     backend_share: float | None
     fallback_rate: float
@@ -58,13 +62,27 @@ def classical_floor(logits: torch.Tensor, k: int, temperature: float,
     return ids.gather(1, choice).squeeze(1)
 
 
-def timed_median(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(median milliseconds of ``repeats`` calls after one warm-up call, the last result)."""
+def race_floor(logits: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
+    """The exponential race vLLM's sampler uses on the same candidates: argmax p_i / q_i with
+    q_i ~ Exp(1), no multinomial (no host synchronisation on a GPU)."""
+    values, ids = torch.topk(logits, k, dim=1)
+    probs = torch.softmax(values.float() / temperature, dim=1)
+    race = probs / torch.empty_like(probs).exponential_()
+    return ids.gather(1, race.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def timed_median(fn: Callable[[], Any], repeats: int,
+                 sync: Callable[[], Any] | None = None) -> tuple[float, Any]:
+    """(median milliseconds of ``repeats`` calls after one warm-up call, the last result);
+    ``sync`` (e.g. torch.cuda.synchronize) ends each timed call, so a GPU call counts until
+    its work is done."""
     result = fn()  # warm-up: imports, caches, compilation, first-call costs
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()
+        if sync is not None:
+            sync()
         times.append((time.perf_counter() - start) * MS_PER_S)
     return statistics.median(times), result
 
@@ -77,14 +95,19 @@ def run_bench(
     repeats: int = 5,
     temperature: float = 0.8,
     log=print,
+    device: str = "cpu",
 ) -> list[BenchRow]:
     rows: list[BenchRow] = []
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
     for k in ks:
         for batch in batches:
-            logits = torch.randn(batch, vocab, generator=torch.Generator().manual_seed(batch)) * 3
-            gen = torch.Generator().manual_seed(0)
+            logits = (torch.randn(batch, vocab, generator=torch.Generator().manual_seed(batch))
+                      * 3).to(device)
+            gen = torch.Generator(device=device).manual_seed(0)
             floor, _ = timed_median(
-                lambda x=logits, k=k, g=gen: classical_floor(x, k, temperature, g), repeats)
+                lambda x=logits, k=k, g=gen: classical_floor(x, k, temperature, g), repeats, sync)
+            race, _ = timed_median(lambda x=logits, k=k: race_floor(x, k, temperature), repeats,
+                                   sync)
             for mode, backend in combos:
                 config = SamplerConfig(mode=mode, backend=backend, top_k=k,
                                        temperature=temperature, seed=0)  # bad names raise
@@ -97,10 +120,10 @@ def run_bench(
                     continue
                 sampler.sample(logits)  # compile/caches, kept out of the telemetry summary
                 sampler.telemetry.clear()
-                median, _ = timed_median(lambda s=sampler, x=logits: s.sample(x), repeats)
+                median, _ = timed_median(lambda s=sampler, x=logits: s.sample(x), repeats, sync)
                 summary = sampler.telemetry.summary()
-                row = BenchRow(mode, backend, batch, k, median, floor, median / floor,
-                               median / batch, summary["backend_share"],
+                row = BenchRow(mode, backend, batch, k, median, floor, median / floor, race,
+                               median / race, median / batch, summary["backend_share"],
                                summary["fallback_rate"], repeats)
                 rows.append(row)
                 log(format_row(row))
@@ -130,13 +153,15 @@ def interleaved_summary(rounds: dict[str, list[dict[str, Any]]], baseline: str
 
 
 HEADER = (f"{'mode':10s} {'backend':10s} {'B':>4s} {'K':>4s} {'median ms':>10s} "
-          f"{'floor ms':>9s} {'ratio':>8s} {'ms/row':>8s} {'backend%':>8s} {'fallback':>8s}")
+          f"{'floor ms':>9s} {'ratio':>8s} {'race ms':>8s} {'ratio':>8s} {'ms/row':>8s} "
+          f"{'backend%':>8s} {'fallback':>8s}")
 
 
 def format_row(row: BenchRow) -> str:
     share = f"{100 * row.backend_share:7.1f}%" if row.backend_share is not None else "       -"
     return (f"{row.mode:10s} {row.backend:10s} {row.batch:4d} {row.k:4d} {row.median_ms:10.2f} "
-            f"{row.floor_ms:9.3f} {row.ratio:7.2f}x {row.per_row_ms:8.3f} {share} "
+            f"{row.floor_ms:9.3f} {row.ratio:7.2f}x {row.race_ms:8.3f} {row.race_ratio:7.2f}x "
+            f"{row.per_row_ms:8.3f} {share} "
             f"{row.fallback_rate:8.4f}")
 
 
