@@ -55,6 +55,7 @@ from .telemetry import DeferredStep, StepTelemetry, TelemetryLog, resolved
 #: The telemetry ``fallback`` of rows whose classical joint draw was only approximate
 #: (`coupling.sample_joint`'s sequential draw), and the note added to their reason.
 SEQUENTIAL_FALLBACK = "sequential"
+MS_PER_S = 1e3  # CUDA events measure milliseconds
 #: The telemetry ``fallback`` of GPU rows with NaN or no finite logit (`_fused_step`).
 BAD_LOGITS_FALLBACK = "top-token"
 SEQUENTIAL_NOTE = (f"drawn row by row (approximate): no exact joint draw in "
@@ -199,6 +200,9 @@ class QuantumSampler:
         self._spec = StepSpec(cfg.temperature, cfg.top_p, cfg.min_p, cfg.mode, self.penalty)
         devices = self.backend.fused_devices(self.request, cfg.top_k) if cfg.temperature else ()
         self.fused_devices = tuple(d for d in devices if d == "cpu" or cfg.fallback == "exact")
+        # devices whose fused step runs on the tensors themselves (Triton): CUDA; the tests add
+        # "cpu" to run that path in Triton's interpreter
+        self._resident_devices = ("cuda",)
         if self.backend.probe and self.config.temperature != 0:
             self._probe()
         note = self.backend.fidelity_warning(self.request, self.config.top_k)
@@ -307,26 +311,9 @@ class QuantumSampler:
         cfg = self.config
         values, ids = torch.topk(logits, min(cfg.top_k, logits.shape[1]), dim=1, sorted=True)
         values = values.detach().float()
+        if logits.device.type in self._resident_devices:
+            return self._resident_step(values, ids, keys, step, start)
         solve_start = time.perf_counter()
-        if logits.device.type != "cpu":
-            device_keys = torch.from_numpy(keys.view(np.int64)).pin_memory().to(
-                logits.device, non_blocking=True)
-            out = self.backend.step(values, ids, device_keys, self._spec, self.request)
-            tokens = torch.where(out.status <= STATUS_NO_VALID_READ, out.token, ids[:, 0])
-            if self.record_telemetry:
-                host = [column.to("cpu", non_blocking=True) for column in out.raw]
-                done = torch.cuda.Event()
-                done.record()
-                seconds = time.perf_counter() - solve_start
-
-                def build() -> StepTelemetry:
-                    done.synchronize()
-                    return self._fused_telemetry(
-                        step, StepOutput.of(*(column.numpy() for column in host)), seconds,
-                        time.perf_counter() - start)
-
-                self._store(DeferredStep(build))
-            return tokens
         out = self.backend.step(values.numpy(), ids.numpy(), keys, self._spec, self.request)
         seconds = time.perf_counter() - solve_start
         status = out.status
@@ -342,6 +329,38 @@ class QuantumSampler:
         if self.record_telemetry:
             self._store(self._fused_telemetry(step, out, seconds, time.perf_counter() - start))
         return torch.from_numpy(out.token)
+
+    def _resident_step(self, values: torch.Tensor, ids: torch.Tensor, keys: np.ndarray,
+                       step: int, start: float) -> torch.Tensor:
+        """`_fused_step` on the logits' device (Triton), without waiting for it. Telemetry is a
+        `DeferredStep`: ``backend_seconds`` is the device time between two CUDA events around
+        the launch, ``sampler_seconds`` the host time of the call."""
+        device = values.device
+        cuda = device.type == "cuda"
+        host_keys = torch.from_numpy(keys.view(np.int64))
+        device_keys = host_keys.pin_memory().to(device, non_blocking=True) if cuda else host_keys
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if cuda else []
+        if events:
+            events[0].record()
+        out = self.backend.step(values.contiguous(), ids.contiguous(), device_keys, self._spec,
+                                self.request)
+        tokens = torch.where(out.status <= STATUS_NO_VALID_READ, out.token, ids[:, 0])
+        if self.record_telemetry:
+            host = [column.to("cpu", non_blocking=True) for column in out.raw]
+            if events:
+                events[1].record()
+            seconds = time.perf_counter() - start
+
+            def build() -> StepTelemetry:
+                if events:
+                    events[1].synchronize()
+                device_seconds = events[0].elapsed_time(events[1]) / MS_PER_S if events else 0.0
+                return self._fused_telemetry(
+                    step, StepOutput.of(*(column.numpy() for column in host)), device_seconds,
+                    seconds)
+
+            self._store(DeferredStep(build, events[1].query if events else None))
+        return tokens
 
     def _fused_telemetry(self, step: int, out: StepOutput, backend_seconds: float,
                          sampler_seconds: float) -> StepTelemetry:
@@ -504,6 +523,12 @@ class QuantumSampler:
             backend_timing=result.timing, sampler_seconds=seconds,
             group=groups,
         ))
+
+    @property
+    def last_step_nowait(self) -> StepTelemetry | DeferredStep | None:
+        """`last_step` without waiting: a GPU step's `DeferredStep` while its copy is on the
+        way (`DeferredStep.ready`)."""
+        return self._last_step
 
     @property
     def last_step(self) -> StepTelemetry | None:

@@ -85,11 +85,18 @@ class StepTelemetry:
 
 class DeferredStep:
     """A step whose row arrays are still on their way from a GPU: ``build`` waits for the copy
-    and makes the `StepTelemetry`, once, when it is first read (`resolve`)."""
+    and makes the `StepTelemetry`, once, when it is first read (`resolve`); ``ready`` says,
+    without waiting, whether the copy is done (None: always)."""
 
-    def __init__(self, build: Callable[[], StepTelemetry]) -> None:
+    def __init__(self, build: Callable[[], StepTelemetry],
+                 ready: Callable[[], bool] | None = None) -> None:
         self._build: Callable[[], StepTelemetry] | None = build
+        self._ready = ready
         self._step: StepTelemetry | None = None
+
+    def ready(self) -> bool:
+        """Whether `resolve` would return without waiting."""
+        return self._step is not None or self._ready is None or self._ready()
 
     def resolve(self) -> StepTelemetry:
         if self._step is None:

@@ -68,3 +68,15 @@ def test_triton_fused_step_matches_the_cpu_step(results, mode):
     assert results[f"step/{mode}/size equal"]
     assert results[f"step/{mode}/token agreement"] >= 0.9
     assert results[f"step/{mode}/probability error"] < 1e-5  # float32 on the device
+
+
+def test_quantum_sampler_device_resident_path(results):
+    """`QuantumSampler`'s GPU path (Triton step, deferred telemetry): the CPU path's tokens; rows
+    with NaN or no finite logit, which only the host could refuse, take their top token and are
+    counted as fallbacks."""
+    assert results["resident/token agreement"] >= 0.9
+    assert results["resident/deferred"]
+    assert results["resident/bad rows take the top token"]
+    assert results["resident/bad rows counted"] == [3, 4]
+    assert results["resident/bad rows fallback"] == ["top-token"]
+    assert results["resident/steps"] == 2

@@ -178,7 +178,7 @@ def test_engine_snapshots_are_summed_under_the_api_servers_metrics(tmp_path, mon
     from prometheus_client import CollectorRegistry, generate_latest
 
     monkeypatch.setenv(metrics.METRICS_DIR_ENV, str(tmp_path))
-    metrics.record_step(None, rows=3, seconds=0.002)
+    metrics.record_seconds(rows=3, seconds=0.002)
     metrics.record_failure(2, "TimeoutError: QPU busy", 0.01, fallback=True)
     metrics.publish()
     (snapshot,) = tmp_path.glob("engine-*.prom")

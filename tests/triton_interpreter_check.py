@@ -21,9 +21,10 @@ from annealer_cases import (  # noqa: E402
     onehot_energies,
 )
 
-from qsample import rng  # noqa: E402
+from qsample import QuantumSampler, SamplerConfig, rng  # noqa: E402
 from qsample.annealer import anneal_dense, anneal_onehot, beta_schedule  # noqa: E402
 from qsample.annealer.step import sample_step  # noqa: E402
+from qsample.telemetry import DeferredStep  # noqa: E402
 
 torch.set_num_threads(1)
 READS = 2048
@@ -112,4 +113,20 @@ for mode, betas, acceptance, extra in (
         (cpu.token[sampled] == gpu.token.numpy()[sampled]).mean())
     results[f"step/{mode}/probability error"] = float(
         np.abs(cpu.target_prob[sampled] - gpu.target_prob.numpy()[sampled]).max())
+
+# QuantumSampler's device-resident path (CUDA's), run on CPU tensors in the interpreter
+config = SamplerConfig(mode="boltzmann", top_k=8, seed=5, num_sweeps=8)
+resident = QuantumSampler(config)
+resident._resident_devices = ("cpu",)  # the test seam for the GPU path
+clean = torch.cat([logits[:3], logits[5:]])  # the CPU path refuses the NaN and empty rows
+cpu_tokens = QuantumSampler(config).sample(clean)
+results["resident/token agreement"] = float((resident.sample(clean) == cpu_tokens).float().mean())
+results["resident/deferred"] = isinstance(resident.last_step_nowait, DeferredStep)
+bad = resident.sample(logits)  # no raise on the device: rows 3 (NaN) and 4 (all -inf) counted
+step = resident.last_step
+results["resident/bad rows take the top token"] = bool(
+    (bad[[3, 4]] == torch.topk(logits[[3, 4]], 8, dim=1).indices[:, 0]).all())
+results["resident/bad rows counted"] = [int(r) for r in np.flatnonzero(step.fallback_kind)]
+results["resident/bad rows fallback"] = sorted({str(f) for f in step.fallback[[3, 4]]})
+results["resident/steps"] = len(resident.telemetry.steps)
 print(json.dumps(results))

@@ -93,17 +93,15 @@ def reason_kind(reason: str | None, kind: FailureKind = FailureKind.RAISED) -> s
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
-def _count_call(rows: int, seconds: float) -> None:
+def record_seconds(rows: int, seconds: float) -> None:
+    """Count one sampler call of ``rows`` rows that took ``seconds``."""
     ROWS.inc(rows)
     CALLS.inc()
     SECONDS.observe(seconds)
 
 
-def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
-    """Count one sampler call of ``rows`` rows and what its telemetry says."""
-    _count_call(rows, seconds)
-    if step is None:
-        return
+def record_telemetry(step: StepTelemetry) -> None:
+    """Count what one sampler call's telemetry says (`record_seconds` counted the call)."""
     coupled = int((step.group >= 0).sum())
     if coupled:
         COUPLED.inc(coupled)
@@ -120,7 +118,7 @@ def record_step(step: StepTelemetry | None, rows: int, seconds: float) -> None:
 
 def record_failure(rows: int, reason: str, seconds: float, *, fallback: bool) -> None:
     """Count a sampler call that raised: its rows took the fallback, or went to vLLM."""
-    _count_call(rows, seconds)
+    record_seconds(rows, seconds)
     (FALLBACKS if fallback else ERRORS).labels(reason=reason_kind(reason)).inc(rows)
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 import inspect
 import time
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -78,6 +79,7 @@ from qsample import LogitsError, SamplerConfig, sample_target
 from qsample import rng as qrng
 from qsample.backends import FailureKind
 from qsample.coupling import split_by_prefix
+from qsample.telemetry import DeferredStep, StepTelemetry, resolved
 
 from . import metrics
 from .admission import (
@@ -168,6 +170,8 @@ class RowSamplingCore:
         self.samplers = SamplerCache()
         self.stats = PluginStats()
         self.log = RateLimitedLog()
+        # steps whose telemetry is still coming from the GPU, accounted once it has arrived
+        self.unaccounted: deque[tuple[SamplerConfig, StepTelemetry | DeferredStep]] = deque()
         RowSamplingCore.instances.add(self)
         logger.info("qsample logits processor loaded (%s runner); %s", self.runner,
                     operator_config().describe())
@@ -278,18 +282,32 @@ class RowSamplingCore:
             return tokens
         seconds = time.perf_counter() - start
         self.stats.sampler_seconds += seconds
-        step = sampler.last_step
-        metrics.record_step(step, rows, seconds)
-        if step is not None:
-            self.stats.coupled_rows += int((step.group >= 0).sum())
-        if step is not None and step.fallback_count:
-            self.stats.fallbacks += step.fallback_count
-            row = int(np.flatnonzero(step.fallback_kind)[0])
-            reason = step.fallback_reason[row]
-            self.log.warn(metrics.reason_kind(reason, FailureKind(step.fallback_kind[row])),
-                          f"{step.fallback_count} row(s) of {config.mode}/{config.backend_name} "
-                          f"took the fallback: {reason}")
+        metrics.record_seconds(rows, seconds)
+        self.unaccounted.append((config, sampler.last_step_nowait))
+        self.account()
         return tokens
+
+    def account(self, wait: bool = False) -> None:
+        """Count the telemetry of past steps in ``stats`` and `metrics` and warn about their
+        fallbacks, oldest first, as far as it has arrived (a GPU step's comes asynchronously;
+        ``wait``: all of it)."""
+        while self.unaccounted:
+            config, entry = self.unaccounted[0]
+            if isinstance(entry, DeferredStep) and not (wait or entry.ready()):
+                return
+            self.unaccounted.popleft()
+            step = resolved(entry)
+            if step is None:
+                continue
+            metrics.record_telemetry(step)
+            self.stats.coupled_rows += int((step.group >= 0).sum())
+            if step.fallback_count:
+                self.stats.fallbacks += step.fallback_count
+                row = int(np.flatnonzero(step.fallback_kind)[0])
+                reason = step.fallback_reason[row]
+                self.log.warn(metrics.reason_kind(reason, FailureKind(step.fallback_kind[row])),
+                              f"{step.fallback_count} row(s) of {config.mode}/"
+                              f"{config.backend_name} took the fallback: {reason}")
 
 
 class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
