@@ -428,3 +428,19 @@ def test_sample_batch_takes_compressed_rows_for_sparse_or_mixed_batches(monkeypa
     for ours, dense in zip(results[module.SPARSE_SHARE], results[0.0], strict=True):
         np.testing.assert_array_equal(ours.record.sample, dense.record.sample)
         np.testing.assert_allclose(ours.record.energy, dense.record.energy)
+
+
+@pytest.mark.parametrize("vartype", ["BINARY", "SPIN"])
+@pytest.mark.parametrize("labels", [["b", "a", "c"], [2, "x", 0]], ids=["sortable", "mixed"])
+def test_samplesets_are_dimods_own_for_the_same_reads(vartype, labels):
+    """`sample_batch` builds each SampleSet from its record directly: the same variables (sorted
+    where they sort), samples, energies, occurrences and vartype as dimod's from_samples_bqm."""
+    bqm = dimod.BQM({labels[0]: 0.5, labels[1]: -1.0, labels[2]: 0.25},
+                    {(labels[0], labels[1]): -1.5, (labels[1], labels[2]): 2.0}, 0.75, vartype)
+    ours = BatchedSimulatedAnnealingSampler().sample_batch([bqm], num_reads=7, seed=3)[0]
+    theirs = dimod.SampleSet.from_samples_bqm(ours, bqm)
+    assert list(ours.variables) == list(theirs.variables)
+    assert ours.vartype is theirs.vartype
+    for field in ("sample", "energy", "num_occurrences"):
+        np.testing.assert_array_equal(ours.record[field], theirs.record[field])
+    assert ours.record.dtype == theirs.record.dtype

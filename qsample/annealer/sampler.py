@@ -175,7 +175,8 @@ class BatchedSimulatedAnnealingSampler(dimod.Sampler, dimod.Initialized):
         for model, bqm, x, used in zip(models, bqms, states, ranges, strict=True):
             samples = 2 * x - 1 if bqm.vartype is dimod.SPIN else x
             info = {"beta_range": used, "beta_schedule_type": beta_schedule_type}
-            sampleset = dimod.SampleSet.from_samples_bqm((samples, model.labels), bqm, info=info)
+            sampleset = _sampleset(samples, model.labels, bqm.energies((samples, model.labels)),
+                                   bqm.vartype, info)
             sets.append(sampleset.truncate(1) if keep_best else sampleset)
         timing = {"preprocessing_ns": sampling - started, "sampling_ns": postprocessing - sampling,
                   "postprocessing_ns": time.perf_counter_ns() - postprocessing,
@@ -370,6 +371,24 @@ class _Batch:
                                betas=_PROBE_BETAS, keys=keys, engine=self.engine).states
         inside = np.arange(width)[None, :] < sizes[:, None]
         return np.where(inside, 1 - np.asarray(flipped)[:, 0], 0).astype(np.int8)
+
+
+def _sampleset(samples: np.ndarray, labels: list, energies: np.ndarray, vartype: Any,
+               info: dict) -> dimod.SampleSet:
+    """`dimod.SampleSet.from_samples` (labels sorted where they sort, one occurrence per read)
+    built from its record directly: a tenth of the cost, which counts at hundreds of BQMs."""
+    order = np.arange(len(labels))
+    try:
+        order = np.array(sorted(order, key=labels.__getitem__), dtype=np.int64)
+        labels = [labels[i] for i in order]
+    except TypeError:  # labels of mixed types keep their order
+        pass
+    record = np.empty(len(samples), dtype=[("sample", samples.dtype, (len(labels),)),
+                                           ("energy", np.float64), ("num_occurrences", np.int64)])
+    record["sample"] = samples[:, order]
+    record["energy"] = energies
+    record["num_occurrences"] = 1
+    return dimod.SampleSet(record.view(np.recarray), labels, info, vartype)
 
 
 def _reads_per_check() -> int:
