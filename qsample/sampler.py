@@ -55,11 +55,11 @@ from .telemetry import DeferredStep, StepTelemetry, TelemetryLog, resolved
 #: The telemetry ``fallback`` of rows whose classical joint draw was only approximate
 #: (`coupling.sample_joint`'s sequential draw), and the note added to their reason.
 SEQUENTIAL_FALLBACK = "sequential"
-MS_PER_S = 1e3  # CUDA events measure milliseconds
-#: The telemetry ``fallback`` of GPU rows with NaN or no finite logit (`_fused_step`).
-BAD_LOGITS_FALLBACK = "top-token"
 SEQUENTIAL_NOTE = (f"drawn row by row (approximate): no exact joint draw in "
                    f"{coupling.REJECTION_ROUNDS} rejection rounds")
+#: The telemetry ``fallback`` of GPU rows with NaN or no finite logit (`_fused_step`).
+BAD_LOGITS_FALLBACK = "top-token"
+MS_PER_S = 1e3  # CUDA events measure milliseconds
 
 
 def resolve_request(config: SamplerConfig, backend: Backend) -> SolveRequest:
