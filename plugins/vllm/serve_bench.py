@@ -35,7 +35,8 @@ from .serve_check import MIDDLEWARE_ARGS, openai_server, scrape
 
 #: The throughput target of the qsample arms against plain at 16 concurrent clients.
 TARGET_RATIO = 0.97
-#: One request's limit: a round of 64 requests x 64 tokens takes one to three minutes here.
+#: One request's limit: a round of 64 requests x 64 tokens takes about 20 s on 2 idle cores, and
+#: minutes when other work shares them.
 REQUEST_TIMEOUT_SECONDS = 600
 PLAIN = "plain"
 #: /metrics series summed per round (over labels): {report key: sample name}.
@@ -73,19 +74,18 @@ def busy_cpu_seconds() -> float:
     return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
 
 
-def tree_cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU seconds used so far by these processes and their live descendants."""
+def process_cpu_seconds(pid: int, *, descendants: bool) -> float:
+    """CPU seconds used so far by a process, and its live descendants if asked."""
     import psutil
 
     total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for proc in (root, *root.children(recursive=True)):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        except psutil.Error:  # a process that exited meanwhile
-            continue
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *(root.children(recursive=True) if descendants else ())):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:  # a process that exited meanwhile
+        pass
     return total
 
 
@@ -120,7 +120,10 @@ def run_serve_bench(model: str, *, clients: int = 16, requests: int = 64, new_to
     with openai_server(model, log_path, extra_args=MIDDLEWARE_ARGS) as server:
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="none",
                                timeout=REQUEST_TIMEOUT_SECONDS, max_retries=0)
-        pids = (server.process.pid, os.getpid())
+
+        def ours() -> float:  # the server's processes, and this one (not its children: the server)
+            return (process_cpu_seconds(server.process.pid, descendants=True)
+                    + process_cpu_seconds(os.getpid(), descendants=False))
 
         def one(index: int, xargs: dict[str, Any] | None) -> int:
             extra: dict[str, Any] = {"top_k": top_k, "min_tokens": new_tokens}
@@ -133,12 +136,12 @@ def run_serve_bench(model: str, *, clients: int = 16, requests: int = 64, new_to
 
         def round_(arm: str, group: int | None) -> dict[str, Any]:
             before = series_totals(server.base_url)
-            cpu_before = busy_cpu_seconds() - tree_cpu_seconds(pids)
+            cpu_before = busy_cpu_seconds() - ours()
             with concurrent.futures.ThreadPoolExecutor(clients) as pool:
                 start = time.perf_counter()
                 counts = list(pool.map(lambda i: one(i, arms[arm]), range(requests)))
                 seconds = time.perf_counter() - start
-            other_cpu = busy_cpu_seconds() - tree_cpu_seconds(pids) - cpu_before
+            other_cpu = busy_cpu_seconds() - ours() - cpu_before
             after = series_totals(server.base_url)
             result = {"arm": arm, "group": group, "seconds": seconds, "tokens": sum(counts),
                       "short_requests": sum(c != new_tokens for c in counts),
