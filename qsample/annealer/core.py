@@ -33,12 +33,6 @@ SCHEDULES = ("geometric", "linear", "fixed")
 ENGINES = ("auto", "numba", "triton")
 RAMP_CACHE_SIZE = 256  # distinct (sweeps, schedule, range) ramps kept
 
-#: Per-row status codes of a fused sampling step (`qsample.annealer.step`).
-STATUS_OK = 0
-STATUS_NO_VALID_READ = 1  # no read was one-hot: the row holds the fallback's exact draw
-STATUS_NAN = 2  # NaN logits: nothing sampled
-STATUS_EMPTY = 3  # no finite logit: nothing sampled
-
 
 @functools.lru_cache(maxsize=RAMP_CACHE_SIZE)
 def ramp(num_sweeps: int, schedule: str, hot: float, cold: float) -> np.ndarray:

@@ -32,10 +32,12 @@ import numpy as np
 from numba import njit, prange
 
 from .. import rng
-from .core import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ, STATUS_OK
+from . import status
 from .cpu import EXP_LIMIT, _mix64, anneal_onehot_row
 from .gpu import device_betas, launch_step
 
+STATUS_OK, STATUS_NO_VALID_READ = status.OK, status.NO_VALID_READ
+STATUS_NAN, STATUS_EMPTY = status.NAN, status.EMPTY
 MODE_CODES = {"gumbel": 0, "boltzmann": 1}
 _GUMBEL, _BOLTZMANN = MODE_CODES["gumbel"], MODE_CODES["boltzmann"]
 _GOLDEN = rng.SPLITMIX_GOLDEN

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .. import rng
-from . import core
+from . import status
 
 # SplitMix64 (`qsample.rng`) as compile-time constants
 GOLDEN: tl.constexpr = int(rng.SPLITMIX_GOLDEN)
@@ -37,10 +37,10 @@ DOUBLE_SHIFT: tl.constexpr = 64 - _DOUBLE_BITS
 DOUBLE_SCALE: tl.constexpr = 1.0 / 2**_DOUBLE_BITS
 STREAM_GUMBEL: tl.constexpr = rng.STREAM_GUMBEL
 STREAM_FALLBACK: tl.constexpr = rng.STREAM_FALLBACK
-STATUS_OK: tl.constexpr = core.STATUS_OK
-STATUS_NO_VALID_READ: tl.constexpr = core.STATUS_NO_VALID_READ
-STATUS_NAN: tl.constexpr = core.STATUS_NAN
-STATUS_EMPTY: tl.constexpr = core.STATUS_EMPTY
+STATUS_OK: tl.constexpr = status.OK
+STATUS_NO_VALID_READ: tl.constexpr = status.NO_VALID_READ
+STATUS_NAN: tl.constexpr = status.NAN
+STATUS_EMPTY: tl.constexpr = status.EMPTY
 
 
 @triton.jit

@@ -1,7 +1,6 @@
 """Backends: the solvers a `QuantumSampler` hands each step's problems to."""
 
-from ..annealer.core import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ
-from ..annealer.step import StepOutput
+from ..annealer.step import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ, StepOutput
 from .base import (
     THERMAL_BETA,
     Backend,
