@@ -80,6 +80,19 @@ def _dose_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lm_eval_compare(args: argparse.Namespace) -> int:
+    from .cache import write_json
+    from .evaluation.lm_eval_pairs import compare_runs, format_comparison
+
+    result = compare_runs(args.baseline, args.arm, arm_name=args.name,
+                          telemetry=args.telemetry)
+    print(format_comparison(result))
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def _fidelity(args: argparse.Namespace) -> int:
     import torch
 
@@ -635,6 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     dose.add_argument("folders", nargs="+", help="`qsample ab` output folders")
     dose.add_argument("--out", default="dose-response.png", help="PNG to write")
     dose.set_defaults(func=_dose_plot)
+
+    lme = sub.add_parser("lm-eval-compare", help="paired statistics of two lm-eval runs' "
+                         "--log_samples files (plain vs qsample)")
+    lme.add_argument("baseline", help="the baseline run's samples_<task>_*.jsonl")
+    lme.add_argument("arm", help="the compared run's samples_<task>_*.jsonl")
+    lme.add_argument("--name", default="qsample", help="the compared arm's name in the table")
+    lme.add_argument("--telemetry", default=None,
+                     help="the compared run's qsample_telemetry JSONL (summed in the report)")
+    lme.add_argument("--json", default=None, help="write the comparison as JSON")
+    lme.set_defaults(func=_lm_eval_compare)
 
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])

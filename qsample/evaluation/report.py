@@ -305,7 +305,7 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
               "detect with probability 0.8), two-sided sign-flip permutation test, "
               f"Holm-adjusted over every (arm, metric) pair at α = {ALPHA}. Per-prompt metrics "
               "compare only arms with the baseline's n.", ""]
-    lines += _comparison_table([c for c in metrics["comparisons"]
+    lines += comparison_table([c for c in metrics["comparisons"]
                                 if c["metric"] not in GROUP_METRICS])
     if grouped:
         lines += _groups_section(metrics)
@@ -328,7 +328,9 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
     return "\n".join(lines)
 
 
-def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
+def comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows of paired comparisons (arm, metric, difference, CI, detectable, p, Holm p,
+    verdict)."""
     lines = ["| arm | metric | difference | 95% CI | detectable | p | p (Holm) | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
@@ -366,7 +368,7 @@ def _groups_section(metrics: dict[str, Any]) -> list[str]:
     if comparisons:
         lines += ["", f"Against {base}, paired by prompt (the same bootstrap, permutation test "
                   "and Holm family as above; arms with the baseline's n only):", ""]
-        lines += _comparison_table(comparisons)
+        lines += comparison_table(comparisons)
     return lines
 
 
