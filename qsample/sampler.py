@@ -280,10 +280,7 @@ class QuantumSampler:
         rows = np.flatnonzero(failures.failed)
         if rows.size:
             if cfg.fallback == "error":
-                raise BackendError(
-                    f"backend '{self.backend.name}' gave no valid one-hot sample for rows "
-                    f"{list_rows(rows)}: {failures.detail[rows[0]]}"
-                )
+                raise self._refused(rows, failures.detail[rows[0]])
             drawn, approximate = self.mode.draw(block, noise_keys, groups, cfg.coupling)
             choice[rows] = drawn[rows]
             fallback[rows] = cfg.fallback
@@ -323,9 +320,8 @@ class QuantumSampler:
             raise empty_rows_error(np.flatnonzero(status == STATUS_EMPTY))
         failed = status == STATUS_NO_VALID_READ
         if failed.any() and cfg.fallback == "error":
-            raise BackendError(f"backend '{self.backend.name}' gave no valid one-hot sample for "
-                               f"rows {list_rows(np.flatnonzero(failed))}: "
-                               f"{_no_valid_read(self.request.num_reads, joint=False)}")
+            raise self._refused(np.flatnonzero(failed),
+                                _no_valid_read(self.request.num_reads, joint=False))
         if self.record_telemetry:
             self._store(self._fused_telemetry(step, out, seconds, time.perf_counter() - start))
         return torch.from_numpy(out.token)
@@ -386,6 +382,12 @@ class QuantumSampler:
             num_reads=np.full(batch, self.request.num_reads), fallback=fallback,
             fallback_kind=failures.kind, fallback_reason=failures.detail,
             backend_seconds=backend_seconds, backend_calls=1, sampler_seconds=sampler_seconds)
+
+    def _refused(self, rows: np.ndarray, detail: str) -> BackendError:
+        """The error of fallback policy "error" for ``rows`` without a sample, ``detail`` the
+        first one's failure."""
+        return BackendError(f"backend '{self.backend.name}' gave no valid one-hot sample for "
+                            f"rows {list_rows(rows)}: {detail}")
 
     def _keys(self, batch: int, step: int, row_seeds: Any) -> np.ndarray:
         if row_seeds is None:

@@ -287,13 +287,13 @@ class RowSamplingCore:
         self.account()
         return tokens
 
-    def account(self, wait: bool = False) -> None:
+    def account(self) -> None:
         """Count the telemetry of past steps in ``stats`` and `metrics` and warn about their
-        fallbacks, oldest first, as far as it has arrived (a GPU step's comes asynchronously;
-        ``wait``: all of it)."""
+        fallbacks, oldest first, as far as it has arrived (a GPU step's comes asynchronously and
+        is counted at a later call)."""
         while self.unaccounted:
             config, entry = self.unaccounted[0]
-            if isinstance(entry, DeferredStep) and not (wait or entry.ready()):
+            if isinstance(entry, DeferredStep) and not entry.ready():
                 return
             self.unaccounted.popleft()
             step = resolved(entry)

@@ -33,8 +33,8 @@ def kernels() -> ModuleType:
 
 def _blocks(num_reads: int, width: int) -> tuple[int, int]:
     """(BLOCK_R, BLOCK_K): powers of two, at most `MAX_TILE_STATES` states per program."""
-    block_k = max(MIN_BLOCK_K, 1 << max(width - 1, 0).bit_length())
-    block_r = min(1 << max(num_reads - 1, 0).bit_length(), max(1, MAX_TILE_STATES // block_k))
+    block_r, block_k = _step_blocks(num_reads, width)
+    block_r = min(block_r, max(1, MAX_TILE_STATES // block_k))
     return block_r, block_k
 
 
@@ -81,7 +81,8 @@ def _launch(module, model, grid, tensors, keys, betas, states, energies, num_rea
 
 def step_fits(num_reads: int, width: int) -> bool:
     """Whether a fused step of ``num_reads`` reads over ``width`` candidates fits one program."""
-    return _pow2(num_reads) * max(MIN_BLOCK_K, _pow2(width)) <= MAX_STEP_TILE_STATES
+    block_r, block_k = _step_blocks(num_reads, width)
+    return block_r * block_k <= MAX_STEP_TILE_STATES
 
 
 def device_betas(betas: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -91,6 +92,12 @@ def device_betas(betas: np.ndarray, device: torch.device) -> torch.Tensor:
     if key not in _BETAS:
         _BETAS[key] = torch.as_tensor(betas, dtype=torch.float32).to(device)
     return _BETAS[key]
+
+
+def _step_blocks(num_reads: int, width: int) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_K) holding every read and candidate of a row: powers of two, BLOCK_K at
+    least `MIN_BLOCK_K` (`_blocks` caps BLOCK_R further for the anneal kernels)."""
+    return _pow2(num_reads), max(MIN_BLOCK_K, _pow2(width))
 
 
 def _pow2(n: int) -> int:
@@ -109,9 +116,10 @@ def launch_step(values: torch.Tensor, ids: torch.Tensor, keys: torch.Tensor,
     batch, width = values.shape
     out_i = torch.empty((batch, STEP_INT_COLUMNS), dtype=torch.int64, device=values.device)
     out_f = torch.empty((batch, STEP_FLOAT_COLUMNS), dtype=torch.float32, device=values.device)
+    block_r, block_k = _step_blocks(num_reads, width)
     kernels().sample_step_kernel[(batch,)](
         values, ids, keys, betas, out_i, out_f, temperature, top_p, min_p, penalty,
         betas.shape[0], num_reads, width, GUMBEL=gumbel, FILTER=top_p < 1.0 or min_p > 0.0,
         GIBBS=gibbs,
-        RANDOM=random_order, BLOCK_R=_pow2(num_reads), BLOCK_K=max(MIN_BLOCK_K, _pow2(width)))
+        RANDOM=random_order, BLOCK_R=block_r, BLOCK_K=block_k)
     return out_i, out_f

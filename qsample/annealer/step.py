@@ -39,7 +39,7 @@ from .gpu import device_betas, launch_step
 STATUS_OK, STATUS_NO_VALID_READ = status.OK, status.NO_VALID_READ
 STATUS_NAN, STATUS_EMPTY = status.NAN, status.EMPTY
 MODE_CODES = {"gumbel": 0, "boltzmann": 1}
-_GUMBEL, _BOLTZMANN = MODE_CODES["gumbel"], MODE_CODES["boltzmann"]
+_GUMBEL = MODE_CODES["gumbel"]
 _GOLDEN = rng.SPLITMIX_GOLDEN
 _STREAM_GUMBEL = np.uint64(rng.STREAM_GUMBEL)
 _STREAM_FALLBACK = np.uint64(rng.STREAM_FALLBACK)
@@ -153,6 +153,13 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
     if size == 0:
         out_i[_STATUS] = STATUS_EMPTY
         return
+    # e_i = exp(x_i - x_0) and their sum: the boltzmann weights, the target p (telemetry and the
+    # fallback's draw)
+    e = np.empty(size)
+    total = 0.0
+    for i in range(size):
+        e[i] = math.exp(x[i] - x[0])
+        total += e[i]
     w = np.empty(size)
     if mode == _GUMBEL:
         peak = -np.inf
@@ -162,9 +169,6 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
         for i in range(size):
             w[i] -= peak
     else:
-        total = 0.0
-        for i in range(size):
-            total += math.exp(x[i] - x[0])
         shift = x[0] + math.log(total)
         for i in range(size):
             w[i] = x[i] - shift
@@ -181,10 +185,6 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
             if pick < 0 or (mode == _GUMBEL and energies[r] < energies[pick]):
                 pick = r
     out_i[_VALID] = valid
-    # the target p over the candidates: telemetry, and the fallback's draw
-    total = 0.0
-    for i in range(size):
-        total += math.exp(x[i] - x[0])
     if pick >= 0:
         choice = 0
         for i in range(size):
@@ -198,7 +198,7 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
         choice = 0
         last = 0
         for i in range(size):
-            p = math.exp(x[i] - x[0]) / total
+            p = e[i] / total
             cdf += p
             if cdf <= u:
                 choice += 1
@@ -208,12 +208,12 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
         out_i[_STATUS] = STATUS_NO_VALID_READ
     entropy = 0.0
     for i in range(size):
-        p = math.exp(x[i] - x[0]) / total
+        p = e[i] / total
         if p > 0:
             entropy -= p * math.log(p)
     out_i[_RANK] = choice
     out_i[_TOKEN] = ids[choice]
-    out_f[_PROB] = math.exp(x[choice] - x[0]) / total
+    out_f[_PROB] = e[choice] / total
     out_f[_ENTROPY] = entropy
 
 
