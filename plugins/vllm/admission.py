@@ -6,7 +6,12 @@ A request opts in with ``"qsample": 1`` and/or ``qsample_<field>`` keys in
 ``validate_params`` runs in the API server: it parses the keys (`request_config`), builds the
 sampler the request would use once per distinct configuration (so the backend's own limits,
 modes, parameters and credentials are checked, `Admission`), caps the annealing cost per step,
-and gives an ``n > 1`` request a vLLM seed so that each child gets its own stream.
+and fixes everything random that decides the request's tokens (`check_request`).
+
+Seeds. Every rank of a tensor-parallel engine, and every data-parallel replica, reads the
+request as the API server sent it, so what the engine needs at random is drawn here, once: a
+request that brings no seed gets a fresh stream seed under `STREAM_KEY` (``n = 1``) or as its
+vLLM ``seed`` (``n > 1``, so that vLLM gives each child its own), never a draw in the engine.
 
 Joint sampling (``qsample_coupling``): vLLM splits an ``n > 1`` request into n child requests
 after ``validate_params`` and gives the engine no parent link, but copies ``extra_args`` to
@@ -14,8 +19,8 @@ every child. `admit` therefore stamps a coupled ``n > 1`` request with a fresh r
 under `GROUP_KEY`, in a new ``extra_args`` dict of that request's own (vLLM may share one dict
 among the prompts of a request, or a caller among its calls), and the engine couples only rows
 that carry the same id (`request_group`): one request's children, never another request's
-rows. The key is the plugin's own: a value a request brings is replaced or dropped by `admit`
-and refused by the middleware, so no request can join another's group.
+rows. The keys of `SERVER_KEYS` are the plugin's own: a value a request brings is replaced or
+dropped by `admit` and refused by the middleware, so no request can join another's group.
 
 Streaming requests are validated by vLLM only once the response has started (HTTP 200, then
 an error event); `admission_middleware`, passed to the server as
@@ -52,12 +57,16 @@ REQUEST_FIELDS = ("mode", "backend", "top_k", "top_p", "min_p", "temperature", "
 OPT_IN_KEY = "qsample"
 #: The coupling group `admit` stamps on a coupled ``n > 1`` request (see the module docstring).
 GROUP_KEY = "qsample_group"
+#: The stream seed `admit` stamps on a request that brings no seed (see the module docstring).
+STREAM_KEY = "qsample_stream"
+#: Keys only the server sets: a client's value is refused by the middleware and dropped by
+#: `admit`.
+SERVER_KEYS = (GROUP_KEY, STREAM_KEY)
 #: The group of a row sampled alone (`QuantumSampler.sample`'s ``groups``).
 UNCOUPLED = -1
 #: vLLM seeds are signed 64-bit and children of an ``n > 1`` request add their index.
 SEED_MODULUS = 2**62
 SEED_LIMIT = 2**64  # qsample's counter-based keys are uint64
-#: A request without a seed gets a fresh 56-bit one (below `SEED_MODULUS`: a valid vLLM seed).
 #: Annealing cost caps per step (reads x sweeps x top_k, `QuantumSampler.cost`) by backend,
 #: measured so that one opted-in request at the cap slows a plain neighbour by at most 1.5x on
 #: a 2-core CPU server with the default model (docs/benchmarks.md#neighbour); "*": any other.
@@ -185,16 +194,17 @@ class RequestPlan(NamedTuple):
 def request_config(params: Any) -> RequestPlan | None:
     """Parse a request's qsample keys; None when it does not opt in.
 
-    The stream seed is ``qsample_seed``, or the request's own vLLM ``seed``, or fresh entropy;
-    with both, hash(qsample_seed, seed), so the children of an ``n > 1`` request (vLLM gives
-    child i the seed ``seed + i``) get distinct, reproducible streams.
+    The stream seed is ``qsample_seed``, or the request's own vLLM ``seed``, or the one `admit`
+    stamped under `STREAM_KEY` (fresh entropy drawn once, in the API server); with both
+    ``qsample_seed`` and ``seed``, hash(qsample_seed, seed), so the children of an ``n > 1``
+    request (vLLM gives child i the seed ``seed + i``) get distinct, reproducible streams.
 
     Raises:
         QSampleRequestError: a bad, unknown or disallowed value, naming the key.
     """
     extra = getattr(params, "extra_args", None) or {}
     keys = [k for k in extra
-            if (k == OPT_IN_KEY or k.startswith(OPT_IN_KEY + "_")) and k != GROUP_KEY]
+            if (k == OPT_IN_KEY or k.startswith(OPT_IN_KEY + "_")) and k not in SERVER_KEYS]
     if not keys or (keys == [OPT_IN_KEY] and not _truthy(extra[OPT_IN_KEY])):
         return None
     operator = operator_config()
@@ -228,7 +238,9 @@ def request_config(params: Any) -> RequestPlan | None:
     if vllm_seed is not None:
         vllm_seed = int(vllm_seed) % SEED_LIMIT
     if config.seed is None:
-        seed = vllm_seed if vllm_seed is not None else qrng.fresh_seed()
+        seed = vllm_seed if vllm_seed is not None else extra.get(STREAM_KEY)
+        if seed is None:  # not admitted by `admit` (a processor used outside vLLM): this
+            seed = qrng.fresh_seed()  # process's own draw, used only where it samples
     else:
         seed = config.seed if vllm_seed is None else int(qrng.combine(config.seed, vllm_seed))
     return RequestPlan(config.replace(seed=0), int(seed))
@@ -322,10 +334,19 @@ def admit(params: Any) -> RequestPlan | None:
 def check_request(params: Any) -> RequestPlan | None:
     """Everything a request is checked against before it runs (see the module docstring).
 
-    Mutates ``params``: an ``n > 1`` request with ``qsample_seed`` and no vLLM seed gets
-    ``seed = qsample_seed mod 2^62``, so vLLM gives its children distinct seeds; a coupled
-    ``n > 1`` request gets a fresh group id under `GROUP_KEY` in a new ``extra_args`` dict, and
-    any other request loses a `GROUP_KEY` it brought (see the module docstring).
+    Mutates ``params``, so that everything random that decides a token is fixed here, once,
+    and every engine rank (and data-parallel replica) reads the same values:
+
+    - a request with neither ``qsample_seed`` nor a vLLM seed gets a fresh stream seed: an
+      ``n = 1`` request under `STREAM_KEY`, an ``n > 1`` request as its vLLM ``seed`` (below
+      2^62), so that vLLM gives its children distinct seeds;
+    - an ``n > 1`` request with ``qsample_seed`` and no vLLM seed gets ``seed = qsample_seed
+      mod 2^62``, for the same reason;
+    - a coupled ``n > 1`` request gets a fresh group id under `GROUP_KEY`;
+    - a value under a `SERVER_KEYS` key that the request brought is dropped.
+
+    Keys are written to a new ``extra_args`` dict of the request's own (see the module
+    docstring).
 
     Raises:
         QSampleRequestError: naming the key (vLLM answers HTTP 400 with the message).
@@ -354,14 +375,20 @@ def check_request(params: Any) -> RequestPlan | None:
         raise QSampleRequestError(
             "qsample_coupling", f"qsample_coupling='distinct' gives each of the n = {n} "
             f"children its own token: top_k = {config.top_k} candidates are too few")
-    extra = params.extra_args
     siblings = n > 1
-    if siblings and getattr(params, "seed", None) is None and f"{OPT_IN_KEY}_seed" in extra:
-        params.seed = plan.seed % SEED_MODULUS
-    if (siblings and config.coupling) or GROUP_KEY in extra:
-        params.extra_args = {k: v for k, v in extra.items() if k != GROUP_KEY}
-        if siblings and config.coupling:
-            params.extra_args[GROUP_KEY] = qrng.fresh_seed()
+    extra = {k: v for k, v in params.extra_args.items() if k not in SERVER_KEYS}
+    if getattr(params, "seed", None) is None:
+        if config.seed is None:  # drawn once, here, for every rank and replica
+            fresh = qrng.fresh_seed()
+            plan = plan._replace(seed=fresh % SEED_MODULUS if siblings else fresh)
+            if not siblings:
+                extra[STREAM_KEY] = fresh
+        if siblings:  # vLLM gives child i the seed ``seed + i``
+            params.seed = plan.seed % SEED_MODULUS
+    if siblings and config.coupling:
+        extra[GROUP_KEY] = qrng.fresh_seed()
+    if extra != params.extra_args:
+        params.extra_args = extra
     return plan
 
 
@@ -372,6 +399,9 @@ def check_raw_arguments(xargs: dict[str, Any]) -> None:
     if GROUP_KEY in xargs:
         raise QSampleRequestError(GROUP_KEY, f"{GROUP_KEY} is set by the server (it couples the "
                                   "children of one n > 1 request): use qsample_coupling")
+    if STREAM_KEY in xargs:
+        raise QSampleRequestError(STREAM_KEY, f"{STREAM_KEY} is set by the server (the stream "
+                                  "seed of a request that brings none): use qsample_seed")
     for key, value in xargs.items():
         if key.startswith(OPT_IN_KEY + "_") and isinstance(value, bool):
             raise QSampleRequestError(key, f"{key}={json.dumps(value)} is not allowed: expected "

@@ -90,6 +90,7 @@ from .admission import (
     request_config,
     request_group,
 )
+from .parallel import LEFT_TO_VLLM, ONE_RANK, Ranks, TokenBroadcast, engine_ranks, force_rows
 
 logger = init_logger("vllm.qsample")  # under vLLM's configured "vllm" logger
 LOG_INTERVAL_SECONDS = 30.0
@@ -128,6 +129,8 @@ class PluginStats:
     fallbacks: int = 0
     errors: int = 0
     sampler_seconds: float = 0.0
+    broadcasts: int = 0  # token vectors received from or sent to the other TP ranks
+    broadcast_seconds: float = 0.0
     last_error: str | None = None
 
 
@@ -165,16 +168,21 @@ class RowSamplingCore:
     runner: ClassVar[str]
     instances: ClassVar[weakref.WeakSet[RowSamplingCore]] = weakref.WeakSet()
 
-    def __init__(self) -> None:
+    def __init__(self, ranks: Ranks = ONE_RANK, broadcast: TokenBroadcast | None = None) -> None:
         self.requests: dict[int, _Request] = {}
         self.samplers = SamplerCache()
         self.stats = PluginStats()
         self.log = RateLimitedLog()
+        self.ranks = ranks
+        if ranks.broadcasts and broadcast is None:
+            broadcast = TokenBroadcast.over_tp_group()
+        self.broadcast = broadcast
         # steps whose telemetry is still coming from the GPU, accounted once it has arrived
         self.unaccounted: deque[tuple[SamplerConfig, StepTelemetry | DeferredStep]] = deque()
         RowSamplingCore.instances.add(self)
-        logger.info("qsample logits processor loaded (%s runner); %s", self.runner,
-                    operator_config().describe())
+        log = logger.warning if ranks.sharded else logger.info
+        log("qsample logits processor loaded (%s runner, %s); %s", self.runner, ranks.describe(),
+            operator_config().describe())
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -199,27 +207,64 @@ class RowSamplingCore:
                     positions: list[int]) -> torch.Tensor:
         """Force each of ``rows`` to the token qsample samples for it, in place: one sampler
         call per configuration, row r keyed by hash(seed of requests[r], positions[r]), coupled
-        rows grouped by `_groups`."""
+        rows grouped by `_groups`. Under tensor parallelism only the sampling rank calls the
+        sampler and the others apply the tokens it broadcasts (`parallel`)."""
+        index = torch.tensor(rows, device=logits.device)
+        if self.ranks.samples:
+            tokens = self._choose(logits, index, requests, positions)
+        else:
+            tokens = torch.empty(len(rows), dtype=torch.int64, device=logits.device)
+        if self.ranks.broadcasts:
+            start = time.perf_counter()
+            tokens = self.broadcast(tokens)
+            self.stats.broadcasts += 1
+            self.stats.broadcast_seconds += time.perf_counter() - start
+        force_rows(logits, index, tokens)
+        return logits
+
+    def _choose(self, logits: torch.Tensor, index: torch.Tensor, requests: list[_Request],
+                positions: list[int]) -> torch.Tensor:
+        """Each row's token (int64 on the logits' device), `LEFT_TO_VLLM` for a row left to
+        vLLM. Never raises: a defect in a configuration's step leaves its rows to vLLM, counted
+        and logged, so that the sampling rank always reaches the broadcast."""
+        tokens = torch.full((len(requests),), LEFT_TO_VLLM, dtype=torch.int64,
+                            device=logits.device)
         batches: dict[SamplerConfig, list[int]] = {}
         for n, request in enumerate(requests):
             batches.setdefault(request.config, []).append(n)
         self.stats.steps += 1
         for config, members in batches.items():
-            index = torch.tensor([rows[n] for n in members], device=logits.device)
-            row_seeds = qrng.combine(np.array([requests[n].seed for n in members], np.uint64),
-                                     np.array([positions[n] for n in members], np.uint64))
-            groups = self._groups(config, [requests[n] for n in members],
-                                  [positions[n] for n in members])
-            tokens = self._sample_group(config, logits.index_select(0, index), row_seeds, groups)
-            if tokens is None:
+            start = time.perf_counter()
+            try:
+                where = torch.tensor(members, device=logits.device)
+                row_seeds = qrng.combine(
+                    np.array([requests[n].seed for n in members], np.uint64),
+                    np.array([positions[n] for n in members], np.uint64))
+                groups = self._groups(config, [requests[n] for n in members],
+                                      [positions[n] for n in members])
+                chosen = self._sample_group(config, logits.index_select(0, index[where]),
+                                            row_seeds, groups)
+                if chosen is None:
+                    continue
+                tokens.index_copy_(0, where, chosen.to(tokens.device, torch.int64))
+            except Exception as exc:  # a defect, not a backend failure (`_sample_group`)
+                self._left_to_vllm(config, len(members), exc, time.perf_counter() - start)
                 continue
-            forced = torch.full((len(members), logits.shape[1]), float("-inf"),
-                                dtype=logits.dtype, device=logits.device)
-            forced.scatter_(1, tokens[:, None], 0.0)
-            logits.index_copy_(0, index, forced)
             self.stats.rows += len(members)
         metrics.publish()
-        return logits
+        return tokens
+
+    def _left_to_vllm(self, config: SamplerConfig, rows: int, exc: Exception,
+                      seconds: float) -> None:
+        """Count and log ``rows`` rows of ``config`` left to vLLM by a defect ``exc``."""
+        reason = f"{type(exc).__name__}: {exc}"
+        self.stats.last_error = reason
+        self.stats.errors += rows
+        metrics.record_failure(rows, reason, seconds, fallback=False)
+        if self.log.warn(metrics.reason_kind(reason),
+                         f"{rows} row(s) of {config.mode}/{config.backend_name} left to vLLM's "
+                         f"sampler by an error in qsample: {reason}"):
+            logger.exception("qsample: the error's traceback", exc_info=exc)
 
     def _groups(self, config: SamplerConfig, requests: list[_Request],
                 positions: list[int]) -> np.ndarray | None:
@@ -316,7 +361,7 @@ class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
     runner = "v1"
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
-        super().__init__()
+        super().__init__(engine_ranks(vllm_config))
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces one token per opted-in row
@@ -347,7 +392,7 @@ class QSampleV2Processor(RowSamplingCore, V2LogitsProcessor):
     runner = "v2"
 
     def __init__(self, vllm_config: Any, req_states: LogitsProcRequestState) -> None:
-        super().__init__()
+        super().__init__(engine_ranks(vllm_config))
         self.req_states = req_states
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
