@@ -31,6 +31,7 @@ booleans, which vLLM's request model would turn into 1 and 0 before any plugin s
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -102,6 +103,9 @@ class OperatorConfig:
          "max_cost": {"batched-sa": 1000000, "neal": 500000, "*": 250000},
          "fallback": "exact"}
 
+    ``backend_modules`` (optional) names modules imported when the file is read, in the API
+    server and in every engine worker alike, so that the backends they register
+    (`qsample.backends.register_backend`) can be allowed: a backend of one's own in serving.
     ``defaults`` are SamplerConfig fields applied under each request's keys (``backend``
     defaults to the first allowed backend); ``allowed_backends`` lists the backends requests
     may choose; ``max`` caps single fields; ``max_cost`` caps a request's annealing work per
@@ -117,15 +121,24 @@ class OperatorConfig:
     max: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FIELD_CAPS))
     max_cost: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_COST))
     fallback: str = "exact"
+    backend_modules: tuple[str, ...] = ()
     source: str = "built-in defaults"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> OperatorConfig:
         """Validate an operator file's contents; errors name ``source: key``."""
-        known = ("defaults", "allowed_backends", "max", "max_cost", "fallback")
+        known = ("defaults", "allowed_backends", "max", "max_cost", "fallback",
+                 "backend_modules")
         for key in data:
             if key not in known:
                 raise ConfigError(f"{source}: {key}", data[key], "one of " + ", ".join(known))
+        modules = tuple(data.get("backend_modules", ()))
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigError(f"{source}: backend_modules", name,
+                                  f"an importable module ({exc})") from None
         allowed = tuple(data.get("allowed_backends", cls.allowed_backends))
         defaults = dict(data.get("defaults", {"backend": allowed[0] if allowed else None}))
         if allowed:  # without a default backend, requests get the first allowed one
@@ -140,7 +153,8 @@ class OperatorConfig:
             if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
                 raise ConfigError(f"{source}: max_cost.{name}", cap, "an integer >= 1")
         config = cls(defaults=defaults, allowed_backends=allowed, max=caps, max_cost=costs,
-                     fallback=data.get("fallback", "exact"), source=source)
+                     fallback=data.get("fallback", "exact"), backend_modules=modules,
+                     source=source)
         try:
             SamplerConfig.from_dict({**config.defaults, "fallback": config.fallback})
         except ConfigError as exc:
@@ -184,11 +198,13 @@ def reset_operator_config() -> None:
 
 
 class RequestPlan(NamedTuple):
-    """An opted-in request: the sampler config (seed 0: rows are keyed per request) and the
-    seed of the request's stream (a row's key is hash(seed, output position))."""
+    """An opted-in request: the sampler config (seed 0: rows are keyed per request), the seed
+    of the request's stream (a row's key is hash(seed, output position)), and whether the
+    request brought that seed (``qsample_seed`` or ``seed``) rather than the server."""
 
     config: SamplerConfig
     seed: int
+    seeded: bool = True
 
 
 def request_config(params: Any) -> RequestPlan | None:
@@ -243,7 +259,8 @@ def request_config(params: Any) -> RequestPlan | None:
             seed = qrng.fresh_seed()  # process's own draw, used only where it samples
     else:
         seed = config.seed if vllm_seed is None else int(qrng.combine(config.seed, vllm_seed))
-    return RequestPlan(config.replace(seed=0), int(seed))
+    return RequestPlan(config.replace(seed=0), int(seed),
+                       config.seed is not None or vllm_seed is not None)
 
 
 def request_group(params: Any, config: SamplerConfig) -> int:
@@ -378,7 +395,7 @@ def check_request(params: Any) -> RequestPlan | None:
     siblings = n > 1
     extra = {k: v for k, v in params.extra_args.items() if k not in SERVER_KEYS}
     if getattr(params, "seed", None) is None:
-        if config.seed is None:  # drawn once, here, for every rank and replica
+        if not plan.seeded:  # drawn once, here, for every rank and replica
             fresh = qrng.fresh_seed()
             plan = plan._replace(seed=fresh % SEED_MODULUS if siblings else fresh)
             if not siblings:
