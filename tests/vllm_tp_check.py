@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("work", type=Path)
     parser.add_argument("--tp", type=int, default=2)
+    parser.add_argument("--pp", type=int, default=1, help="pipeline stages")
     parser.add_argument("--tokens", type=int, default=8)
     args = parser.parse_args()
     environment(args.work)
@@ -113,7 +114,8 @@ def main() -> None:
 
     start = time.perf_counter()
     llm = vllm.LLM(model=args.model, enforce_eager=True, dtype="float32", max_model_len=128,
-                   seed=0, tensor_parallel_size=args.tp, max_num_seqs=8)
+                   seed=0, tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp,
+                   max_num_seqs=8)
     out: dict = {"start_seconds": time.perf_counter() - start}
     tokens = args.tokens
     seeded = generate(llm, PROMPTS, {"qsample": 1, "qsample_seed": 7}, tokens)

@@ -24,9 +24,12 @@ so that their KV caches hold different histories. Hence (`Ranks`):
   own TP group; a request's stream seed is fixed at admission (`admission.check_request`), in
   the API server, so it does not depend on the replica or the rank.
 
-The broadcast is `GroupCoordinator.broadcast` on the TP group's device group: gloo on CPU (one
-small message per step), NCCL on CUDA (enqueued on the current stream, so the device-resident
-step stays free of host synchronisation).
+The broadcast (`TokenBroadcast.over_tp_group`) is the cheapest the TP group offers for the
+logits' device: on the CPU, ``GroupCoordinator.broadcast_object``, the group's shared-memory
+message queue (11-18 us a call for 1-256 rows at TP = 2 on 2 cores, where ``broadcast`` over
+gloo takes 190-240 us: docs/scaling.md); on a GPU, ``GroupCoordinator.broadcast`` of the device
+tensor (NCCL, enqueued on the current stream, so the device-resident step stays free of host
+synchronisation).
 """
 
 from __future__ import annotations
@@ -96,6 +99,13 @@ def engine_ranks(vllm_config: Any) -> Ranks:
     return Ranks(group.rank_in_group, group.world_size, sharded and group.world_size > 1)
 
 
+def engine_parallelism(vllm_config: Any, device: torch.device
+                       ) -> tuple[Ranks, TokenBroadcast | None]:
+    """A worker's `Ranks` and, where it broadcasts, its `TokenBroadcast`."""
+    ranks = engine_ranks(vllm_config)
+    return ranks, TokenBroadcast.over_tp_group(device) if ranks.broadcasts else None
+
+
 class TokenBroadcast:
     """Rank 0's token vector to every rank of the TP group, in place (see the module docstring).
 
@@ -108,13 +118,25 @@ class TokenBroadcast:
         self.send = send
 
     @classmethod
-    def over_tp_group(cls) -> TokenBroadcast:
+    def over_tp_group(cls, device: torch.device) -> TokenBroadcast:
+        """Over vLLM's TP group, for token vectors on ``device`` (see the module docstring)."""
         group = parallel_state.get_tp_group()
+        if device.type == "cpu":
+            return cls(lambda tensor, src: _broadcast_object(group, tensor, src))
         return cls(lambda tensor, src: group.broadcast(tensor, src=src))
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         self.send(tokens, SAMPLING_RANK)
         return tokens
+
+
+def _broadcast_object(group: Any, tensor: torch.Tensor, src: int) -> None:
+    """``tensor`` from rank ``src`` to the group's other ranks, in place, through the group's
+    shared-memory message queue (``GroupCoordinator.broadcast_object``)."""
+    sent = group.broadcast_object(tensor.numpy() if group.rank_in_group == src else None,
+                                  src=src)
+    if group.rank_in_group != src:
+        tensor.copy_(torch.from_numpy(sent))
 
 
 def force_rows(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor) -> None:

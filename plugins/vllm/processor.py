@@ -90,7 +90,14 @@ from .admission import (
     request_config,
     request_group,
 )
-from .parallel import LEFT_TO_VLLM, ONE_RANK, Ranks, TokenBroadcast, engine_ranks, force_rows
+from .parallel import (
+    LEFT_TO_VLLM,
+    ONE_RANK,
+    Ranks,
+    TokenBroadcast,
+    engine_parallelism,
+    force_rows,
+)
 
 logger = init_logger("vllm.qsample")  # under vLLM's configured "vllm" logger
 LOG_INTERVAL_SECONDS = 30.0
@@ -173,9 +180,9 @@ class RowSamplingCore:
         self.samplers = SamplerCache()
         self.stats = PluginStats()
         self.log = RateLimitedLog()
-        self.ranks = ranks
         if ranks.broadcasts and broadcast is None:
-            broadcast = TokenBroadcast.over_tp_group()
+            raise ValueError(f"{ranks.describe()}: a TokenBroadcast is needed")
+        self.ranks = ranks
         self.broadcast = broadcast
         # steps whose telemetry is still coming from the GPU, accounted once it has arrived
         self.unaccounted: deque[tuple[SamplerConfig, StepTelemetry | DeferredStep]] = deque()
@@ -361,7 +368,7 @@ class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
     runner = "v1"
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
-        super().__init__(engine_ranks(vllm_config))
+        super().__init__(*engine_parallelism(vllm_config, device))
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces one token per opted-in row
@@ -392,7 +399,7 @@ class QSampleV2Processor(RowSamplingCore, V2LogitsProcessor):
     runner = "v2"
 
     def __init__(self, vllm_config: Any, req_states: LogitsProcRequestState) -> None:
-        super().__init__(engine_ranks(vllm_config))
+        super().__init__(*engine_parallelism(vllm_config, req_states.device))
         self.req_states = req_states
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
