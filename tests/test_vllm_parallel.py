@@ -46,6 +46,8 @@ from qsample.plugins.vllm.parallel import (  # noqa: E402
     Ranks,
     TokenBroadcast,
     force_rows,
+    force_rows_in_place,
+    force_rows_on_device,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -261,12 +263,16 @@ def test_ranks_say_who_samples():
     assert "applies rank 0's tokens" in Ranks(1, 2).describe()
 
 
-def test_force_rows_forces_only_rows_with_a_token():
-    logits = torch.randn(3, 8)
+@pytest.mark.parametrize("force", [force_rows, force_rows_in_place, force_rows_on_device])
+def test_force_rows_forces_only_rows_with_a_token(force):
+    logits = torch.randn(4, 8)
     out = logits.clone()
-    force_rows(out, torch.tensor([0, 2]), torch.tensor([5, LEFT_TO_VLLM]))
+    force(out, torch.tensor([0, 2, 3]), torch.tensor([5, LEFT_TO_VLLM, 1]))
     assert torch.equal(out[1], logits[1]) and torch.equal(out[2], logits[2])
-    assert int(out[0].argmax()) == 5 and int(torch.isfinite(out[0]).sum()) == 1
+    for row, token in ((0, 5), (3, 1)):
+        expected = torch.full((8,), float("-inf"))
+        expected[token] = 0.0
+        assert torch.equal(out[row], expected)
 
 
 def test_backend_modules_of_the_operator_config(tmp_path, monkeypatch):

@@ -141,9 +141,31 @@ def _broadcast_object(group: Any, tensor: torch.Tensor, src: int) -> None:
 
 def force_rows(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor) -> None:
     """Row ``index[i]`` of ``logits`` becomes 0 at ``tokens[i]`` and -inf elsewhere, in place;
-    rows whose entry is `LEFT_TO_VLLM` are left as they are. Device ops only (no host sync)."""
+    rows whose entry is `LEFT_TO_VLLM` are left as they are. Host tokens: written in place
+    (`force_rows_in_place`); device tokens: device ops only, no host sync
+    (`force_rows_on_device`)."""
     if index.numel() == 0:
         return
+    if tokens.device.type == "cpu":
+        force_rows_in_place(logits, index, tokens)
+    else:
+        force_rows_on_device(logits, index, tokens)
+
+
+def force_rows_in_place(logits: torch.Tensor, index: torch.Tensor,
+                        tokens: torch.Tensor) -> None:
+    """`force_rows` for tokens on the host: the forced rows are picked on the host and written
+    in place (one pass over them, nothing of their size allocated)."""
+    forced = tokens != LEFT_TO_VLLM
+    rows = index[forced]
+    logits.index_fill_(0, rows, float("-inf"))
+    logits[rows, tokens[forced].to(rows.device)] = 0.0
+
+
+def force_rows_on_device(logits: torch.Tensor, index: torch.Tensor,
+                         tokens: torch.Tensor) -> None:
+    """`force_rows` without reading ``tokens`` on the host: every listed row is rebuilt, those
+    marked `LEFT_TO_VLLM` from their own values."""
     forced = torch.full((index.numel(), logits.shape[1]), float("-inf"), dtype=logits.dtype,
                         device=logits.device)
     forced.scatter_(1, tokens.clamp(min=0)[:, None], 0.0)

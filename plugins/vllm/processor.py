@@ -32,6 +32,8 @@ Requests without qsample keys are not touched: ``apply`` returns the logits unch
 (bit-identical output). Each step, all opted-in rows with the same configuration go to one
 `QuantumSampler.sample` call, row keys hash(request seed, output position), so a request's
 tokens do not depend on its batch neighbours; their logits become -inf except the chosen token.
+Under tensor parallelism only TP rank 0 calls the sampler, and every rank forces the tokens it
+broadcasts (`parallel`: which rank samples, the broadcast, batch-sharded sampling).
 
 Joint sampling. The children of one ``n > 1`` request with ``qsample_coupling`` carry the
 group id `admission.admit` stamped on the parent (vLLM has no parent link in the engine); each
@@ -47,9 +49,11 @@ Failures. Configuration mistakes are refused at admission (`admission.admit`, HT
 failure during a step follows the operator's policy: ``"exact"`` samples the rows classically
 from the same target with the same keys (`qsample.sample_target`, so the request stays
 reproducible), ``"error"`` leaves them to vLLM's sampler; logits that cannot be sampled (NaN)
-are always left to vLLM. Every such row is counted in the Prometheus series (`metrics`) and
-logged, one line per reason at most every `LOG_INTERVAL_SECONDS`. A configuration whose
-sampler cannot be built is not rebuilt every step.
+are always left to vLLM, and so are the rows of a step that fails by a defect of qsample's own
+(logged with its traceback: the step never raises into vLLM, and under tensor parallelism the
+sampling rank always reaches the broadcast). Every such row is counted in the Prometheus series
+(`metrics`) and logged, one line per reason at most every `LOG_INTERVAL_SECONDS`. A
+configuration whose sampler cannot be built is not rebuilt every step.
 """
 
 from __future__ import annotations
