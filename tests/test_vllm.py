@@ -38,9 +38,9 @@ def test_requests_without_qsample_keys_do_not_opt_in():
 
 
 def test_opt_in_takes_the_requests_own_sampling_settings():
-    config, seed = request_config(params(qsample=1, qsample_seed=5))
+    config, seed, _ = request_config(params(qsample=1, qsample_seed=5))
     assert (config.temperature, config.top_k, config.backend, seed) == (0.7, 20, "batched-sa", 5)
-    config, _ = request_config(params(qsample_mode="boltzmann", qsample_top_k="8",
+    config, *_ = request_config(params(qsample_mode="boltzmann", qsample_top_k="8",
                                       qsample_temperature="1.2"))
     assert (config.mode, config.top_k, config.temperature) == ("boltzmann", 8, 1.2)
 
@@ -63,7 +63,8 @@ def test_operator_config_file(tmp_path, monkeypatch):
     path.write_text(json.dumps({"defaults": {"mode": "boltzmann", "top_k": 16},
                                 "allowed_backends": ["neal", "tree"], "max": {"top_k": 16}}))
     monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
-    config, _ = request_config(SamplingParams(extra_args={"qsample": 1, "qsample_backend": "tree"}))
+    config = request_config(SamplingParams(extra_args={"qsample": 1,
+                                                       "qsample_backend": "tree"})).config
     assert (config.mode, config.top_k, config.backend) == ("boltzmann", 16, "tree")
     with pytest.raises(ValueError, match="cap of 16"):
         request_config(SamplingParams(extra_args={"qsample_top_k": 17}))

@@ -62,9 +62,9 @@ def children(parent):
 # -- admission: the keys, and the group stamped on each parent --------------------------------
 
 def test_coupling_keys_set_the_sampler_config():
-    config, _ = request_config(SamplingParams(extra_args=DISTINCT))
+    config, *_ = request_config(SamplingParams(extra_args=DISTINCT))
     assert (config.coupling, config.coupling_scope) == (float("inf"), "prefix")
-    config, _ = request_config(SamplingParams(extra_args={
+    config, *_ = request_config(SamplingParams(extra_args={
         "qsample_mode": "boltzmann", "qsample_coupling": "1.5",
         "qsample_coupling_scope": "always"}))
     assert (config.coupling, config.coupling_scope) == (1.5, "always")
