@@ -45,6 +45,7 @@ from qsample.plugins.vllm.parallel import (  # noqa: E402
     LEFT_TO_VLLM,
     Ranks,
     TokenBroadcast,
+    engine_parallelism,
     force_rows,
     force_rows_in_place,
     force_rows_on_device,
@@ -254,6 +255,66 @@ def test_batch_sharded_ranks_sample_their_own_rows_and_broadcast_nothing():
     add([proc], [admitted(qsample=1)])
     out = proc.apply(torch.randn(1, VOCAB))
     assert int(torch.isfinite(out[0]).sum()) == 1 and proc.stats.sampler_calls == 1
+
+
+class FakeGroup:
+    """vLLM's ``GroupCoordinator`` as `parallel` uses it, recording the calls."""
+
+    def __init__(self, rank, world_size=2, sent=None):
+        self.rank_in_group, self.world_size = rank, world_size
+        self.sent, self.calls = sent, []
+
+    def broadcast(self, tensor, src=0):
+        self.calls.append(("broadcast", src))
+        return tensor
+
+    def broadcast_object(self, obj=None, src=0):
+        self.calls.append(("broadcast_object", src))
+        return obj if self.rank_in_group == src else self.sent
+
+
+@pytest.fixture
+def tp_group(monkeypatch):
+    """Installs a `FakeGroup` as vLLM's TP group; returns a setter."""
+    from vllm.distributed import parallel_state
+
+    def install(group):
+        monkeypatch.setattr(parallel_state, "model_parallel_is_initialized", lambda: True)
+        monkeypatch.setattr(parallel_state, "get_tp_group", lambda: group)
+        return group
+
+    return install
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_engine_ranks_read_vllms_tp_group_and_batch_sharding(tp_group, sharded):
+    tp_group(FakeGroup(rank=1, world_size=4))
+    config = SimpleNamespace(parallel_config=SimpleNamespace(
+        enable_batch_sharded_sampling=sharded))
+    ranks, broadcast = engine_parallelism(config, torch.device("cpu"))
+    assert ranks == Ranks(1, 4, sharded)
+    assert (broadcast is None) == sharded
+
+
+def test_outside_an_engine_a_processor_is_one_rank():
+    assert engine_parallelism(None, torch.device("cpu")) == (Ranks(), None)
+
+
+def test_cpu_tokens_go_through_the_shared_memory_queue(tp_group):
+    sender = tp_group(FakeGroup(rank=0))
+    tokens = torch.tensor([4, LEFT_TO_VLLM, 9])
+    TokenBroadcast.over_tp_group(torch.device("cpu"))(tokens)
+    assert sender.calls == [("broadcast_object", 0)]
+    receiver = tp_group(FakeGroup(rank=1, sent=tokens.numpy().copy()))
+    received = torch.empty(3, dtype=torch.int64)
+    TokenBroadcast.over_tp_group(torch.device("cpu"))(received)
+    assert torch.equal(received, tokens) and receiver.calls == [("broadcast_object", 0)]
+
+
+def test_gpu_tokens_are_broadcast_as_a_device_tensor(tp_group):
+    group = tp_group(FakeGroup(rank=1))
+    TokenBroadcast.over_tp_group(torch.device("cuda"))(torch.zeros(2, dtype=torch.int64))
+    assert group.calls == [("broadcast", 0)]  # NCCL on the stream: no host copy, no sync
 
 
 def test_ranks_say_who_samples():
