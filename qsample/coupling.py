@@ -9,22 +9,57 @@ target of a group's tokens is
 lambda = 0 independent rows, lambda = inf distinct tokens. Adapters number the groups (one
 integer per row, -1 for a row coupled to none) and, with ``coupling_scope="prefix"``, keep only
 siblings whose generated prefixes are identical (`split_by_prefix`, `prefix_ids`).
+
+Siblings need not arrive together (a serving engine may start a request's children in
+different steps). A `Continuation` says what the earlier siblings of a joint sample took:
+the rows present are drawn from the coupled target *conditioned* on those tokens,
+
+    p(x_present | x_earlier) proportional to prod_{r present} p_r(x_r) exp(-lambda * c(x_r))
+        exp(-lambda * pairs among the present rows),
+
+c(i) the number of earlier siblings on token i (`condition`: the tempered logits tilted by
+-lambda c, taken tokens removed for lambda = inf). For gumbel + distinct the group's
+perturbation is keyed by the joint sample's seed and by token id, so the rows present take the
+largest perturbed candidates not yet taken: exactly the next draws of the one ordered sample
+without replacement, whatever the arrival order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from . import rng
+from .candidates import CandidateBlock
 from .errors import ConfigError
 
 #: Rounds of the rejection draw (`sample_joint`) before the sequential draw takes over, and
 #: how many are drawn at once.
 REJECTION_ROUNDS = 256
 REJECTION_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Joint samples begun in earlier calls (module docstring): each row with a group >= 0
+    belongs to the joint sample keyed by ``seeds[r]`` (the same for every row of one group,
+    and a row alone in its group is still a member), in which earlier siblings took the
+    tokens ``taken[r]``.
+
+    Attributes:
+        seeds: uint64 [B], the joint sample's seed (keys a gumbel group's shared perturbation).
+        taken: int64 token ids per row, the ones its earlier siblings took (empty: none).
+    """
+
+    seeds: np.ndarray
+    taken: tuple[np.ndarray, ...]
+
+    def counts(self) -> np.ndarray:
+        """int64 [B]: how many tokens each row's earlier siblings took."""
+        return np.array([len(t) for t in self.taken], dtype=np.int64)
 
 
 def check_groups(groups: Any, batch: int) -> np.ndarray:
@@ -42,16 +77,16 @@ def check_groups(groups: Any, batch: int) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def number_groups(groups: np.ndarray) -> np.ndarray:
+def number_groups(groups: np.ndarray, singles: bool = False) -> np.ndarray:
     """Groups renumbered 0..G-1 in order of first row; a group of one row becomes -1 (it has
-    no sibling)."""
+    no sibling) unless ``singles`` (a row continuing a joint sample alone, `Continuation`)."""
     out = np.full(groups.shape, -1, dtype=np.int64)
     member = groups >= 0
     if not member.any():
         return out
     _, first, inverse, counts = np.unique(groups[member], return_index=True,
                                           return_inverse=True, return_counts=True)
-    shared = np.flatnonzero(counts > 1)
+    shared = np.flatnonzero(counts > (0 if singles else 1))
     order = shared[np.argsort(first[shared], kind="stable")]  # by first appearance
     number = np.full(counts.size, -1, dtype=np.int64)
     number[order] = np.arange(order.size)
@@ -59,7 +94,8 @@ def number_groups(groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_by_prefix(groups: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+def split_by_prefix(groups: np.ndarray, prefixes: np.ndarray, singles: bool = False
+                    ) -> np.ndarray:
     """Groups within which every row has the same prefix id (``prefixes`` int64 [B], equal
     exactly where the generated prefixes are), renumbered (`number_groups`)."""
     groups = np.asarray(groups, dtype=np.int64)
@@ -67,7 +103,34 @@ def split_by_prefix(groups: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
     member = groups >= 0
     pairs = np.stack([groups, prefixes], axis=1)
     ids = np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1)
-    return number_groups(np.where(member, ids, -1))
+    return number_groups(np.where(member, ids, -1), singles)
+
+
+def condition(block: CandidateBlock, taken: tuple[np.ndarray, ...], strength: float
+              ) -> CandidateBlock:
+    """The candidates of rows whose earlier siblings took the tokens ``taken[r]`` (module
+    docstring): tempered logits tilted by -strength * c_i, c_i how often candidate i was
+    taken, and re-sorted; for strength = inf the taken candidates are removed (the others keep
+    their order). Rows with nothing taken are unchanged."""
+    lengths = np.array([len(t) for t in taken], dtype=np.int64)
+    if not lengths.any():
+        return block
+    owner = np.repeat(np.arange(block.batch_size), lengths)
+    tokens = np.concatenate([np.asarray(t, dtype=np.int64) for t in taken])
+    counts = np.zeros(block.logits.shape, dtype=np.int64)
+    np.add.at(counts, owner, block.token_ids[owner] == tokens[:, None])
+    counts[block.token_ids < 0] = 0
+    if np.isinf(strength):
+        keep = (counts == 0) & (block.token_ids >= 0)
+        order = np.argsort(~keep, axis=1, kind="stable")
+        inside = np.take_along_axis(keep, order, axis=1)
+        logits = np.where(inside, np.take_along_axis(block.logits, order, axis=1), -np.inf)
+        token_ids = np.where(inside, np.take_along_axis(block.token_ids, order, axis=1), -1)
+        return CandidateBlock(logits, token_ids, keep.sum(axis=1).astype(np.int64))
+    tilted = block.logits - strength * counts
+    order = np.argsort(-tilted, axis=1, kind="stable")
+    return CandidateBlock(np.take_along_axis(tilted, order, axis=1),
+                          np.take_along_axis(block.token_ids, order, axis=1), block.sizes)
 
 
 def prefix_ids(token_rows: torch.Tensor) -> np.ndarray:

@@ -32,7 +32,9 @@ prod_r p_r restricted to distinct tokens (not the same law as gumbel's ordered s
 replacement).
 
 ``gumbel`` with lambda = inf (``"distinct"``): the rows of a group share their first row's
-candidates and perturbed weights w (one Gumbel draw, keyed by the first row). With
+candidates and perturbed weights w (one Gumbel draw, keyed by the first row's key, or by the
+joint sample's seed where the adapter continues one, `coupling.Continuation`, and by token id,
+so that a candidate's perturbation does not depend on its rank or on the other candidates). With
 A = lambda = A_0 + max(0, -w_(n)) (w_(n) the n-th largest weight of a group of n rows) every
 ground state puts the rows one-hot on the n largest perturbed candidates: an empty row costs A
 more than any of them, and a collision costs lambda more than moving a colliding row to an
@@ -71,14 +73,15 @@ class Mode(ABC):
     defaults: ModeDefaults  # the settings measured faithful (docs/fidelity.md)
 
     @abstractmethod
-    def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
-        """w [B, K] (-inf past each row's size)."""
+    def weights(self, block: CandidateBlock, keys: np.ndarray,
+                groups: np.ndarray | None = None) -> np.ndarray:
+        """w [B, K] (-inf past each row's size); ``groups`` as `encode`'s."""
 
     def encode(self, block: CandidateBlock, keys: np.ndarray, penalty: float,
                groups: np.ndarray | None = None, strength: float = 0.0) -> OneHotProblems:
         """The step's problems; with ``groups`` (numbered 0..G-1, -1: none) rows of a group
         are coupled by ``strength`` (the config's coupling, inf for distinct)."""
-        weights = self.weights(block, keys)
+        weights = self.weights(block, keys, groups)
         penalties = np.full(block.batch_size, float(penalty))
         if groups is None:
             return OneHotProblems(weights, penalties, block.sizes)
@@ -102,9 +105,10 @@ class Mode(ABC):
         """Index of the read to keep per row (or group), given energies [B, R] and valid
         [B, R] (rows with no valid read are handled by the caller)."""
 
-    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None
-               ) -> tuple[CandidateBlock, np.ndarray]:
-        """The candidates and noise keys each row is encoded with: its own."""
+    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None,
+               group_keys: np.ndarray | None = None) -> tuple[CandidateBlock, np.ndarray]:
+        """The candidates and noise keys each row is encoded with: its own. ``group_keys``
+        (uint64 [B]): the seeds of the joint samples the rows continue, or None."""
         return block, keys
 
     def arrange(self, choice: np.ndarray, problems: OneHotProblems, groups: np.ndarray
@@ -130,20 +134,31 @@ class GumbelMode(Mode):
     task = "ground"
     defaults = ModeDefaults(penalty=1.0, num_reads=5, num_sweeps=30, beta_range=(0.1, 10.0))
 
-    def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
-        perturbed = block.logits + rng.gumbel(keys, block.width)
+    def weights(self, block: CandidateBlock, keys: np.ndarray,
+                groups: np.ndarray | None = None) -> np.ndarray:
+        """w = l / T + g - max(l / T + g): g keyed by (row key, rank) for a row in no group,
+        by (group key, token id) for a group's rows (`shared`)."""
+        noise = rng.gumbel(keys, block.width)
+        if groups is not None:
+            member = groups >= 0
+            noise[member] = rng.gumbel(
+                rng.combine(keys[member, None], block.token_ids[member]).ravel(), 1
+            ).reshape(-1, block.width)
+        perturbed = block.logits + noise
         return perturbed - perturbed.max(axis=1, keepdims=True)
 
     def choose(self, energies: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.argmin(np.where(valid, energies, np.inf), axis=1)
 
-    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None
-               ) -> tuple[CandidateBlock, np.ndarray]:
-        """The first row's candidates and noise key for every row of a group."""
+    def shared(self, block: CandidateBlock, keys: np.ndarray, groups: np.ndarray | None,
+               group_keys: np.ndarray | None = None) -> tuple[CandidateBlock, np.ndarray]:
+        """The first row's candidates and noise key (its group key, where given) for every
+        row of a group."""
         if groups is None:
             return block, keys
         first = coupling.leaders(groups)
-        return block.take(first), keys[first]
+        source = keys if group_keys is None else np.where(groups >= 0, group_keys, keys)
+        return block.take(first), source[first]
 
     def arrange(self, choice: np.ndarray, problems: OneHotProblems, groups: np.ndarray
                 ) -> np.ndarray:
@@ -156,7 +171,7 @@ class GumbelMode(Mode):
         shared candidates in order: the ground state itself, found by sorting (exact)."""
         choice = rng.categorical(keys, block.target_probs())
         if groups is not None:
-            order = np.argsort(-self.weights(block, keys), axis=1, kind="stable")
+            order = np.argsort(-self.weights(block, keys, groups), axis=1, kind="stable")
             member = np.flatnonzero(groups >= 0)
             choice[member] = order[member, coupling.positions(groups)[member]]
         return choice, np.zeros(block.batch_size, dtype=bool)
@@ -177,7 +192,8 @@ class BoltzmannMode(Mode):
     task = "thermal"
     defaults = ModeDefaults(penalty=1.5, num_reads=8, num_sweeps=20)
 
-    def weights(self, block: CandidateBlock, keys: np.ndarray) -> np.ndarray:
+    def weights(self, block: CandidateBlock, keys: np.ndarray,
+                groups: np.ndarray | None = None) -> np.ndarray:
         top = block.logits[:, :1]
         return block.logits - (top + np.log(np.exp(block.logits - top).sum(axis=1, keepdims=True)))
 

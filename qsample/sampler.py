@@ -47,6 +47,7 @@ from .candidates import (
     select_candidates,
 )
 from .config import SamplerConfig
+from .coupling import Continuation
 from .errors import BackendError, ConfigError
 from .modes import MODES, Mode
 from .problems import OneHotProblems
@@ -104,61 +105,86 @@ def _unusable_params(config: SamplerConfig, backend: Backend, failure: str) -> C
 
 
 def sample_target(logits: torch.Tensor, config: SamplerConfig,
-                  row_seeds: Sequence[int] | np.ndarray, groups: Any = None) -> torch.Tensor:
+                  row_seeds: Sequence[int] | np.ndarray, groups: Any = None,
+                  continuation: Continuation | None = None) -> torch.Tensor:
     """The fallback ``"exact"`` without a backend: a classical draw from ``config``'s target
-    p = softmax(l / T) over the candidates (the coupled target for ``groups``), keyed exactly as
-    ``QuantumSampler(config).sample(logits, row_seeds=row_seeds, groups=groups)`` keys its own
-    fallback rows, so an adapter whose sampler failed still returns reproducible tokens."""
+    p = softmax(l / T) over the candidates (the coupled target for ``groups``, conditioned on
+    ``continuation``), keyed exactly as ``QuantumSampler(config).sample(logits,
+    row_seeds=row_seeds, groups=groups, continuation=continuation)`` keys its own fallback
+    rows, so an adapter whose sampler failed still returns reproducible tokens."""
     check_logits(logits)
-    groups = coupled_groups(config, groups, logits.shape[0])
+    groups = coupled_groups(config, groups, logits.shape[0], continuation)
     if config.temperature == 0:
         return logits.argmax(dim=1)
-    keys = rng.combine(config.seed or 0, np.asarray(row_seeds, dtype=np.uint64))
-    block, groups, keys = coupled_candidates(logits, config, groups, keys)
+    seed = config.seed or 0
+    keys = rng.combine(seed, np.asarray(row_seeds, dtype=np.uint64))
+    block, groups, keys = coupled_candidates(logits, config, groups, keys, continuation, seed)
     choice, _ = MODES[config.mode].draw(block, keys, groups, config.coupling)
     tokens = block.token_ids[np.arange(block.batch_size), choice]
     return torch.from_numpy(tokens).to(logits.device)
 
 
-def coupled_groups(config: SamplerConfig, groups: Any, batch: int) -> np.ndarray | None:
+def coupled_groups(config: SamplerConfig, groups: Any, batch: int,
+                   continuation: Continuation | None = None) -> np.ndarray | None:
     """``groups`` checked (`coupling.check_groups`) and numbered, or None where nothing is
-    coupled (no groups, coupling 0, or no group of two rows).
+    coupled (no groups, coupling 0, or no group of two rows; with a ``continuation`` a row
+    alone in its group is still a member of its joint sample).
 
     Raises:
         ConfigError: on field ``groups``: not one integer >= -1 per row, or, with coupling
-            ``distinct``, a group of more rows than ``top_k`` candidates.
+            ``distinct``, a group of more rows than ``top_k`` candidates (counting the tokens
+            its earlier siblings took); on field ``continuation``: not one seed and one token
+            list per row.
     """
     if groups is None:
         return None
     checked = coupling.check_groups(groups, batch)
+    if continuation is not None and (np.shape(continuation.seeds) != (batch,)
+                                     or len(continuation.taken) != batch):
+        raise ConfigError("continuation", continuation,
+                          f"{batch} seeds and {batch} token lists, one per row")
     if config.coupling == 0:
         return None
-    numbered = coupling.number_groups(checked)
+    numbered = coupling.number_groups(checked, singles=continuation is not None)
     if not (numbered >= 0).any():
         return None
-    if np.isinf(config.coupling) and coupling.sizes(numbered).max() > config.top_k:
+    earlier = continuation.counts() if continuation is not None else 0
+    if np.isinf(config.coupling) and (coupling.sizes(numbered) + earlier).max() > config.top_k:
         raise ConfigError("groups", groups, f"groups of at most top_k = {config.top_k} rows "
-                          "with coupling 'distinct' (each row needs its own candidate)")
+                          "with coupling 'distinct', counting the siblings of earlier calls "
+                          "(each row needs its own candidate)")
     return numbered
 
 
 def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.ndarray | None,
-                       keys: np.ndarray) -> tuple[CandidateBlock, np.ndarray | None, np.ndarray]:
+                       keys: np.ndarray, continuation: Continuation | None = None,
+                       seed: int = 0) -> tuple[CandidateBlock, np.ndarray | None, np.ndarray]:
     """The step's candidates, the groups that stay coupled, and the noise keys: each row's
-    candidates and noise key as its mode encodes it (`Mode.shared`). With coupling
-    ``distinct`` top-p and min-p keep at least n candidates in each row of a group of n; a
-    group whose rows still have fewer (fewer finite logits than rows) is sampled independently
-    at this step."""
+    candidates and noise key as its mode encodes it (`Mode.shared`; a continued joint sample's
+    key is hash(``seed``, its seed)), conditioned on what earlier siblings took
+    (`coupling.condition`). With coupling ``distinct`` top-p and min-p keep at least n + m
+    candidates in each row of a group of n whose earlier siblings took m; a group whose rows
+    are left with fewer than n (fewer finite logits than rows) is sampled independently at this
+    step."""
     distinct = groups is not None and np.isinf(config.coupling)
+    continued = continuation is not None and groups is not None
+    earlier = np.where(groups >= 0, continuation.counts(), 0) if continued else 0
     block = select_candidates(
         logits, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-        min_p=config.min_p, min_keep=coupling.sizes(groups) if distinct else None)
+        min_p=config.min_p, min_keep=coupling.sizes(groups) + earlier if distinct else None)
+    group_keys = None
+    if continued:
+        taken = tuple(t if g >= 0 else () for t, g in zip(continuation.taken, groups,
+                                                           strict=True))
+        block = coupling.condition(block, taken, config.coupling)
+        group_keys = rng.combine(seed, np.asarray(continuation.seeds, dtype=np.uint64))
     if distinct:
         short = (block.sizes < coupling.sizes(groups)) & (groups >= 0)
         if short.any():
-            groups = coupling.number_groups(np.where(np.isin(groups, groups[short]), -1, groups))
+            groups = coupling.number_groups(np.where(np.isin(groups, groups[short]), -1, groups),
+                                            singles=continued)
             groups = groups if (groups >= 0).any() else None
-    block, noise_keys = MODES[config.mode].shared(block, keys, groups)
+    block, noise_keys = MODES[config.mode].shared(block, keys, groups, group_keys)
     return block, groups, noise_keys
 
 
@@ -239,7 +265,8 @@ class QuantumSampler:
     # ------------------------------------------------------------------ public API
 
     def sample(self, logits: torch.Tensor, *, row_seeds: Sequence[int] | np.ndarray | None = None,
-               groups: Sequence[int] | np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+               groups: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+               continuation: Continuation | None = None) -> torch.Tensor:
         """Sample one token per row.
 
         Args:
@@ -251,6 +278,9 @@ class QuantumSampler:
                 jointly with the config's ``coupling`` (`qsample.coupling`); -1 couples a row to
                 none. Ignored (but checked) when ``coupling`` is 0; greedy rows
                 (``temperature=0``) are never coupled.
+            continuation: optional `coupling.Continuation`: the joint samples the groups'
+                rows continue (their seeds and the tokens earlier siblings took); each row
+                with a group >= 0 is drawn conditioned on them, even when alone in its group.
 
         Returns:
             LongTensor [B] of token ids on ``logits.device``.
@@ -262,7 +292,7 @@ class QuantumSampler:
         self._calls += 1
         keys = self._keys(batch, step, row_seeds)
         cfg = self.config
-        groups = coupled_groups(cfg, groups, batch)
+        groups = coupled_groups(cfg, groups, batch, continuation)
         if batch == 0:
             return torch.empty(0, dtype=torch.long, device=logits.device)
         if cfg.temperature == 0:
@@ -270,7 +300,8 @@ class QuantumSampler:
         if groups is None and logits.device.type in self.fused_devices:
             return self._fused_step(logits, keys, step, start)
 
-        block, groups, noise_keys = coupled_candidates(logits, cfg, groups, keys)
+        block, groups, noise_keys = coupled_candidates(logits, cfg, groups, keys, continuation,
+                                                       self._base_seed)
         problems = self.mode.encode(block, noise_keys, self.penalty, groups, cfg.coupling)
         request = dataclasses.replace(self.request, keys=keys)
         result = self._solve(problems, request)

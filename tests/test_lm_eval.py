@@ -59,9 +59,98 @@ def test_a_bad_qsample_setting_names_its_field(tiny_llama_dir):
         _evaluate("qsample-hf", f"pretrained={tiny_llama_dir},qsample_mode=greedy")
 
 
+def test_backend_params_json_text_is_parsed_into_a_dict(tiny_llama_dir):
+    """A JSON ``qsample_backend_params`` (lm-eval's command line passes JSON with ``true`` or
+    ``null`` as text) and a model-args string whose JSON and list values hold commas, which
+    lm-eval's own ``simple_parse_args_string`` splits apart."""
+    from qsample.plugins.lm_eval.model import QSampleHFLM, sampler_config
+
+    config = sampler_config({"backend_params": '{"order": "random", "acceptance": "gibbs"}',
+                             "top_k": "16", "temperature": "0.8"})
+    assert config.backend_params == {"order": "random", "acceptance": "gibbs"}
+    assert (config.top_k, config.temperature) == (16, 0.8)
+    lm = QSampleHFLM.create_from_arg_string(
+        f'pretrained={tiny_llama_dir},qsample_backend_params={{"order":"random",'
+        '"acceptance":"gibbs"},qsample_beta_range=[0.1,10],qsample_top_k=16',
+        {"device": "cpu", "batch_size": 3})
+    config = lm.processor.config
+    assert config.backend_params == {"order": "random", "acceptance": "gibbs"}
+    assert config.beta_range == (0.1, 10.0) and config.top_k == 16
+
+
+@pytest.mark.parametrize("text", ['{"order": "random"', '["order", "random"]', "{order:random}",
+                                  ""])
+def test_backend_params_that_are_no_json_object_are_refused_naming_the_field(text):
+    from qsample.plugins.lm_eval.model import QSampleHFLM
+
+    with pytest.raises(ConfigError, match=r"backend_params.*JSON object") as caught:
+        QSampleHFLM(pretrained="no-such-model", qsample_backend_params=text)  # before loading
+    assert caught.value.field == "backend_params"
+
+
+def test_a_backend_param_the_backend_does_not_take_is_refused_before_the_model_loads():
+    from qsample.plugins.lm_eval.model import QSampleHFLM
+
+    for params in ({"num_sweeps": 50}, '{"num_sweeps": 50}'):  # batched-sa takes no num_sweeps
+        with pytest.raises(ConfigError, match="backend_params"):
+            QSampleHFLM(pretrained="no-such-model", qsample_backend_params=params)
+
+
+def test_coupling_takes_what_sampler_config_takes():
+    from qsample.plugins.lm_eval.model import sampler_config
+
+    assert sampler_config({"coupling": "distinct"}).coupling == float("inf")
+    assert sampler_config({"mode": "boltzmann", "coupling": "1.5"}).coupling == 1.5
+    with pytest.raises(ConfigError, match=r"coupling.*'distinct'") as caught:
+        sampler_config({"coupling": 0.5})  # gumbel: 0 or distinct only
+    assert caught.value.field == "coupling"
+
+
+def _repeats_task(folder, repeats: int) -> str:
+    """``qsample_arith`` with ``repeats`` generations per document, in ``folder``."""
+    task = f"{EXAMPLE_TASK}_repeats"
+    text = (task_dir(folder) / f"{EXAMPLE_TASK}.yaml").read_text(encoding="utf-8")
+    text = text.replace(f"task: {EXAMPLE_TASK}", f"task: {task}\nrepeats: {repeats}", 1)
+    (folder / f"{EXAMPLE_TASK}.yaml").unlink()
+    (folder / f"{task}.yaml").write_text(text, encoding="utf-8")
+    return task
+
+
+def test_coupling_distinct_makes_a_documents_repeats_distinct(tiny_llama_dir, tmp_path):
+    """lm-eval passes a document's ``repeats`` copies to ``generate_until``: with
+    ``qsample_coupling=distinct`` they are siblings of one batch (even with batch_size 3 < 4
+    repeats), so no two of a document's texts agree; without it, near-greedy rows repeat."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from qsample.plugins.lm_eval import model as registered  # noqa: F401 - "qsample-hf"
+
+    repeats = 4
+    task = _repeats_task(tmp_path / "tasks", repeats)
+    telemetry = tmp_path / "coupled.jsonl"
+
+    def texts(model_args: str) -> list[list[str]]:
+        out = lm_eval.simple_evaluate(
+            model="qsample-hf", model_args=model_args, tasks=[task], limit=LIMIT, batch_size=3,
+            log_samples=True, task_manager=TaskManager(include_path=str(tmp_path / "tasks")))
+        return [[r[0] for r in s["resps"][0]] for s in out["samples"][task]]
+
+    near_greedy = f"pretrained={tiny_llama_dir},qsample_top_k={repeats},qsample_temperature=0.05"
+    coupled = texts(f"{near_greedy},qsample_coupling=distinct,qsample_seed=0,"
+                    f"qsample_telemetry={telemetry}")
+    assert len(coupled) == LIMIT and all(len(doc) == repeats for doc in coupled)
+    assert all(len(set(doc)) == repeats for doc in coupled), coupled
+    records = [json.loads(line) for line in telemetry.read_text().splitlines()]
+    assert len(records) == LIMIT * repeats
+    assert all(r["qsample"]["coupled"] >= 1 for r in records)  # the first step at least
+    independent = texts(f"{near_greedy},qsample_seed=0")
+    assert any(len(set(doc)) < repeats for doc in independent)  # negative control
+
+
 def test_command_line_runs_and_compare_pairs_the_logs(tiny_llama_dir, tmp_path):
     """``python -m qsample.plugins.lm_eval`` (plain ``hf`` and ``qsample-hf``, the example task
-    included by itself), then ``qsample lm-eval-compare`` on the two sample logs."""
+    included by itself, JSON backend params as a later ``--model_args`` word, as documented),
+    then ``qsample lm-eval-compare`` on the two sample logs."""
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     common = ["--tasks", EXAMPLE_TASK, "--limit", str(LIMIT), "--batch_size", "3",
               "--log_samples", "--seed", "0", "--device", "cpu"]
@@ -69,7 +158,8 @@ def test_command_line_runs_and_compare_pairs_the_logs(tiny_llama_dir, tmp_path):
     runs = {"plain": ["--model", "hf", "--model_args", f"pretrained={tiny_llama_dir}",
                       "--gen_kwargs", "do_sample=True,temperature=0.8,top_k=16"],
             "qsample": ["--model", "qsample-hf", "--model_args",
-                        f"pretrained={tiny_llama_dir},{QSAMPLE},qsample_telemetry={telemetry}"]}
+                        f"pretrained={tiny_llama_dir},{QSAMPLE},qsample_telemetry={telemetry}",
+                        'qsample_backend_params={"order": "random"}']}  # a word of its own
     logs = {}
     for name, args in runs.items():
         done = subprocess.run(

@@ -35,9 +35,10 @@ def sampler_calls(monkeypatch):
     calls = []
     original = QuantumSampler.sample
 
-    def spy(self, logits, *, row_seeds=None, groups=None):
+    def spy(self, logits, *, row_seeds=None, groups=None, continuation=None):
         calls.append(None if groups is None else np.array(groups))
-        return original(self, logits, row_seeds=row_seeds, groups=groups)
+        return original(self, logits, row_seeds=row_seeds, groups=groups,
+                        continuation=continuation)
 
     monkeypatch.setattr(QuantumSampler, "sample", spy)
     return calls
@@ -161,17 +162,20 @@ def test_v1_couples_the_children_of_one_request_only_and_splits_them_by_prefix(s
     for out, token in zip(outputs, chosen, strict=True):
         out.append(token)
     # the first pair now differs, the second is made to share a prefix (as vLLM may not
-    # honour a forced token): only the second stays coupled
+    # honour a forced token): only the second stays coupled, each of the first continues a
+    # joint sample of its own (a group of one), the uncoupled request is in none
     outputs[3][0] = outputs[2][0]
     proc.apply(peaked_logits(len(rows)))
     groups = sampler_calls[-1]
-    assert (groups[[0, 1, 4]] == -1).all() and groups[2] == groups[3] >= 0
+    assert group_sizes(groups) == [1, 1, 2] and groups[2] == groups[3] and groups[4] == -1
+    assert len({groups[0], groups[1], groups[2]}) == 3
     assert [proc.requests[i].hashed for i in range(4)] == [1, 1, 1, 1]
-    # a sibling that left the batch (finished, or scheduled in another step) couples nothing
+    # a sibling that left the batch (finished, or scheduled in another step) leaves the other
+    # alone in its joint sample
     proc.update_state(BatchUpdate(batch_size=5, removed=[3], moved=[], added=[]))
     outputs[2].append(5)
     proc.apply(peaked_logits(len(rows)))
-    assert (sampler_calls[-1] == -1).all()
+    assert group_sizes(sampler_calls[-1]) == [1, 1, 1] and sampler_calls[-1][-1] == -1
 
 
 def test_v1_hashes_only_the_tokens_added_since_the_last_step(monkeypatch):
@@ -253,7 +257,8 @@ def test_v2_reads_committed_tokens_from_the_device_and_leaves_draft_rows_alone(s
     proc.apply(peaked_logits(4), context([1, 1, 4, 6], [prompt + 1, prompt + 2, prompt + 1,
                                                         prompt + 1]))
     groups = sampler_calls[-1]
-    assert groups[0] == groups[2] >= 0 and groups[1] == groups[3] == -1
+    # the draft row is coupled to none; slot 6 continues a joint sample alone
+    assert groups[0] == groups[2] >= 0 and groups[1] == -1 and groups[3] not in (-1, groups[0])
     assert [proc.requests[slot].hashed for slot in (1, 4, 6)] == [2, 2, 2]
 
 

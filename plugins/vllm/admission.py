@@ -16,8 +16,10 @@ vLLM ``seed`` (``n > 1``, so that vLLM gives each child its own), never a draw i
 Joint sampling (``qsample_coupling``): vLLM splits an ``n > 1`` request into n child requests
 after ``validate_params`` and gives the engine no parent link, but copies ``extra_args`` to
 every child. `admit` therefore stamps a coupled ``n > 1`` request with a fresh random group id
-under `GROUP_KEY`, in a new ``extra_args`` dict of that request's own (vLLM may share one dict
-among the prompts of a request, or a caller among its calls), and the engine couples only rows
+and the seed of its joint sample (the request's stream seed, so a seeded request reproduces
+whatever order its children arrive in) under `GROUP_KEY`, in a new ``extra_args`` dict of
+that request's own (vLLM may share one dict among the prompts of a request, or a caller among
+its calls), and the engine couples only rows
 that carry the same id (`request_group`): one request's children, never another request's
 rows. The keys of `SERVER_KEYS` are the plugin's own: a value a request brings is replaced or
 dropped by `admit` and refused by the middleware, so no request can join another's group.
@@ -56,7 +58,8 @@ logger = logging.getLogger("vllm.qsample")
 REQUEST_FIELDS = ("mode", "backend", "top_k", "top_p", "min_p", "temperature", "seed",
                   "num_reads", "num_sweeps", "penalty", "coupling", "coupling_scope")
 OPT_IN_KEY = "qsample"
-#: The coupling group `admit` stamps on a coupled ``n > 1`` request (see the module docstring).
+#: The coupling group `admit` stamps on a coupled ``n > 1`` request, ``[group id, joint seed]``
+#: (see the module docstring).
 GROUP_KEY = "qsample_group"
 #: The stream seed `admit` stamps on a request that brings no seed (see the module docstring).
 STREAM_KEY = "qsample_stream"
@@ -263,13 +266,25 @@ def request_config(params: Any) -> RequestPlan | None:
                        config.seed is not None or vllm_seed is not None)
 
 
-def request_group(params: Any, config: SamplerConfig) -> int:
+class JointGroup(NamedTuple):
+    """The coupling group of a request's children: its id (unique per request) and the seed of
+    its joint sample."""
+
+    id: int
+    seed: int
+
+
+#: The group of a request coupled to none.
+NO_GROUP = JointGroup(UNCOUPLED, 0)
+
+
+def request_group(params: Any, config: SamplerConfig) -> JointGroup:
     """The coupling group `admit` stamped on a coupled request (each child inherits it), or
-    `UNCOUPLED`."""
+    `NO_GROUP`."""
     if not config.coupling:
-        return UNCOUPLED
+        return NO_GROUP
     group = (params.extra_args or {}).get(GROUP_KEY)
-    return UNCOUPLED if group is None else int(group)
+    return NO_GROUP if group is None else JointGroup(int(group[0]), int(group[1]))
 
 
 def _refusal(exc: ConfigError) -> QSampleRequestError:
@@ -359,7 +374,7 @@ def check_request(params: Any) -> RequestPlan | None:
       2^62), so that vLLM gives its children distinct seeds;
     - an ``n > 1`` request with ``qsample_seed`` and no vLLM seed gets ``seed = qsample_seed
       mod 2^62``, for the same reason;
-    - a coupled ``n > 1`` request gets a fresh group id under `GROUP_KEY`;
+    - a coupled ``n > 1`` request gets a fresh group id and its joint seed under `GROUP_KEY`;
     - a value under a `SERVER_KEYS` key that the request brought is dropped.
 
     Keys are written to a new ``extra_args`` dict of the request's own (see the module
@@ -403,7 +418,7 @@ def check_request(params: Any) -> RequestPlan | None:
         if siblings:  # vLLM gives child i the seed ``seed + i``
             params.seed = plan.seed % SEED_MODULUS
     if siblings and config.coupling:
-        extra[GROUP_KEY] = qrng.fresh_seed()
+        extra[GROUP_KEY] = [qrng.fresh_seed(), plan.seed]
     if extra != params.extra_args:
         params.extra_args = extra
     return plan

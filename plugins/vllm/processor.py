@@ -36,14 +36,21 @@ Under tensor parallelism only TP rank 0 calls the sampler, and every rank forces
 broadcasts (`parallel`: which rank samples, the broadcast, batch-sharded sampling).
 
 Joint sampling. The children of one ``n > 1`` request with ``qsample_coupling`` carry the
-group id `admission.admit` stamped on the parent (vLLM has no parent link in the engine); each
-step, the rows of one configuration that carry the same id are one coupled group, so a
-request's tokens never depend on another request's rows. Children need not share a step: the
-siblings present are coupled. With scope ``"prefix"`` the group is split further by the
-children's generated prefixes, hashed incrementally per request (only the tokens added since
-the last step are read: V1 from vLLM's live output list, MRV2 from ``req_states.all_token_ids``
-on the device); under speculative decoding only a request's first row, whose prefix is
-committed, is coupled. Requests that are not coupled take the path above unchanged.
+group `admission.admit` stamped on the parent (vLLM has no parent link in the engine), so a
+request's tokens never depend on another request's rows. Siblings are coupled at one output
+position (scope ``"all"``) or, with scope ``"prefix"``, at one generated prefix (hashed
+incrementally per request: only the tokens added since the last step are read, V1 from vLLM's
+live output list, MRV2 from ``req_states.all_token_ids`` on the device); under speculative
+decoding only a request's first row, whose prefix is committed, is coupled. Children need not
+arrive in one step (vLLM's API server adds them one by one): each (group, prefix or position)
+is one joint sample, seeded by the group's seed, and `JointLedger` remembers the tokens its
+earlier siblings took, so the siblings of a later step are drawn conditioned on them
+(`qsample.coupling.Continuation`): for gumbel + ``"distinct"`` they take the next draws of the
+same ordered sample without replacement, exactly, whatever the arrival order; for boltzmann
+the coupled target of the rows present conditioned on the earlier siblings' tokens. The
+ledger keeps the rows of the last `JOINT_WINDOW_STEPS` steps only, so a group's state goes
+that many steps after its requests finish or are aborted. Requests that are not coupled take
+the path above unchanged.
 
 Failures. Configuration mistakes are refused at admission (`admission.admit`, HTTP 400). A
 failure during a step follows the operator's policy: ``"exact"`` samples the rows classically
@@ -61,7 +68,7 @@ from __future__ import annotations
 import inspect
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -82,12 +89,14 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
 from qsample import LogitsError, SamplerConfig, sample_target
 from qsample import rng as qrng
 from qsample.backends import FailureKind
-from qsample.coupling import split_by_prefix
+from qsample.coupling import Continuation, split_by_prefix
 from qsample.telemetry import DeferredStep, StepTelemetry, resolved
 
 from . import metrics
 from .admission import (
+    NO_GROUP,
     UNCOUPLED,
+    JointGroup,
     SamplerCache,
     admit,
     operator_config,
@@ -107,6 +116,9 @@ logger = init_logger("vllm.qsample")  # under vLLM's configured "vllm" logger
 LOG_INTERVAL_SECONDS = 30.0
 #: The running prefix hash of an empty output.
 EMPTY_PREFIX = 0
+#: Steps a joint sample's tokens are remembered after its last row (`JointLedger`): longer
+#: than any lag between the arrivals of one request's children.
+JOINT_WINDOW_STEPS = 256
 
 
 @dataclass
@@ -115,7 +127,7 @@ class _Request:
     seed: int
     output_tokens: list[int] | None = None  # V1: vLLM's live list of output tokens
     slot: int | None = None  # MRV2: the request's slot in req_states
-    group: int = UNCOUPLED  # the coupling group of its parent request (`request_group`)
+    group: JointGroup = NO_GROUP  # the coupling group of its parent request (`request_group`)
     hashed: int = 0  # output tokens folded into prefix_hash so far
     prefix_hash: int = EMPTY_PREFIX
 
@@ -143,6 +155,39 @@ class PluginStats:
     broadcasts: int = 0  # token vectors received from or sent to the other TP ranks
     broadcast_seconds: float = 0.0
     last_error: str | None = None
+
+
+JointKey = tuple[int, int]  # (group id, hash of the prefix or position): one joint sample
+
+
+class JointLedger:
+    """The tokens each joint sample's earlier siblings took, in order, kept for the last
+    ``window`` steps (a sample's entry goes ``window`` steps after its last row)."""
+
+    def __init__(self, window: int = JOINT_WINDOW_STEPS) -> None:
+        self.window = window
+        self._entries: OrderedDict[JointKey, tuple[int, list[int]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def taken(self, key: JointKey) -> np.ndarray:
+        entry = self._entries.get(key)
+        return np.array(entry[1] if entry else (), dtype=np.int64)
+
+    def record(self, keys: Sequence[JointKey], tokens: Sequence[int], step: int) -> None:
+        """Add each row's token to its sample, and forget samples untouched for ``window``
+        steps."""
+        for key, token in zip(keys, tokens, strict=True):
+            entry = self._entries.pop(key, None)
+            taken = entry[1] if entry else []
+            taken.append(int(token))
+            self._entries[key] = (step, taken)  # most recently touched last
+        while self._entries:
+            key, (last, _) = next(iter(self._entries.items()))
+            if last > step - self.window:
+                break
+            del self._entries[key]
 
 
 class RateLimitedLog:
@@ -188,6 +233,7 @@ class RowSamplingCore:
             raise ValueError(f"{ranks.describe()}: a TokenBroadcast is needed")
         self.ranks = ranks
         self.broadcast = broadcast
+        self.joint = JointLedger()
         # steps whose telemetry is still coming from the GPU, accounted once it has arrived
         self.unaccounted: deque[tuple[SamplerConfig, StepTelemetry | DeferredStep]] = deque()
         RowSamplingCore.instances.add(self)
@@ -251,12 +297,17 @@ class RowSamplingCore:
                 row_seeds = qrng.combine(
                     np.array([requests[n].seed for n in members], np.uint64),
                     np.array([positions[n] for n in members], np.uint64))
-                groups = self._groups(config, [requests[n] for n in members],
-                                      [positions[n] for n in members])
+                groups, joint, continuation = self._groups(
+                    config, [requests[n] for n in members], [positions[n] for n in members])
                 chosen = self._sample_group(config, logits.index_select(0, index[where]),
-                                            row_seeds, groups)
+                                            row_seeds, groups, continuation)
                 if chosen is None:
                     continue
+                if joint:
+                    coupled = np.flatnonzero(groups >= 0)
+                    self.joint.record([joint[n] for n in coupled],
+                                      chosen[torch.from_numpy(coupled)].tolist(),
+                                      self.stats.steps)
                 tokens.index_copy_(0, where, chosen.to(tokens.device, torch.int64))
             except Exception as exc:  # a defect, not a backend failure (`_sample_group`)
                 self._left_to_vllm(config, len(members), exc, time.perf_counter() - start)
@@ -277,30 +328,39 @@ class RowSamplingCore:
                          f"sampler by an error in qsample: {reason}"):
             logger.exception("qsample: the error's traceback", exc_info=exc)
 
-    def _groups(self, config: SamplerConfig, requests: list[_Request],
-                positions: list[int]) -> np.ndarray | None:
-        """The coupling groups of one configuration's rows (`QuantumSampler.sample`'s
-        ``groups``): rows of one parent request share its group; with scope ``"prefix"`` only
-        those whose outputs so far are identical stay together. None when no row is coupled."""
+    def _groups(self, config: SamplerConfig, requests: list[_Request], positions: list[int]
+                ) -> tuple[np.ndarray | None, list[JointKey] | None, Continuation | None]:
+        """The coupling of one configuration's rows: the groups (`QuantumSampler.sample`'s
+        ``groups``: the rows of one parent request at one position, or with scope
+        ``"prefix"`` at one generated prefix), each row's joint sample (`JointKey`) and the
+        `Continuation` of those samples from the ledger; all None when no row is coupled."""
         if not config.coupling:
-            return None
-        groups = np.array([request.group for request in requests], np.int64)
-        if (groups == UNCOUPLED).all():
-            return None
-        if config.coupling_scope != "prefix":
-            return groups
-        coupled = np.flatnonzero(groups != UNCOUPLED).tolist()
-        chunks = self.new_output_tokens([requests[n] for n in coupled],
-                                        [positions[n] for n in coupled])
-        prefixes = np.zeros(len(requests), np.uint64)
-        for n, chunk in zip(coupled, chunks, strict=True):
-            request = requests[n]
-            if chunk is not None:
-                request.fold(chunk)
-            if request.hashed != positions[n]:  # prefix unknown this step: sampled alone
-                groups[n] = UNCOUPLED
-            prefixes[n] = request.prefix_hash
-        return split_by_prefix(groups, prefixes.view(np.int64))
+            return None, None, None
+        ids = np.array([request.group.id for request in requests], np.int64)
+        if (ids == UNCOUPLED).all():
+            return None, None, None
+        where = np.asarray(positions, np.uint64)
+        coupled = np.flatnonzero(ids != UNCOUPLED).tolist()
+        if config.coupling_scope == "prefix":
+            chunks = self.new_output_tokens([requests[n] for n in coupled],
+                                            [positions[n] for n in coupled])
+            prefixes = np.zeros(len(requests), np.uint64)
+            for n, chunk in zip(coupled, chunks, strict=True):
+                request = requests[n]
+                if chunk is not None:
+                    request.fold(chunk)
+                if request.hashed != positions[n]:  # prefix unknown this step: sampled alone
+                    ids[n] = UNCOUPLED
+                prefixes[n] = request.prefix_hash
+            where = qrng.combine(prefixes, where)
+        groups = split_by_prefix(ids, where.view(np.int64), singles=True)
+        joint: list[JointKey] = [(int(i), int(w)) for i, w in zip(ids, where.view(np.int64),
+                                                                  strict=True)]
+        seeds = qrng.combine(np.array([request.group.seed for request in requests], np.uint64),
+                             where)
+        taken = tuple(self.joint.taken(key) if g >= 0 else np.zeros(0, np.int64)
+                      for key, g in zip(joint, groups, strict=True))
+        return groups, joint, Continuation(seeds, taken)
 
     def new_output_tokens(self, requests: list[_Request],
                           positions: list[int]) -> list[Sequence[int] | None]:
@@ -309,19 +369,21 @@ class RowSamplingCore:
         raise NotImplementedError
 
     def _sample_group(self, config: SamplerConfig, block: torch.Tensor, row_seeds: np.ndarray,
-                      groups: np.ndarray | None) -> torch.Tensor | None:
+                      groups: np.ndarray | None, continuation: Continuation | None
+                      ) -> torch.Tensor | None:
         """Tokens for one configuration's rows, or None to leave them to vLLM."""
         start = time.perf_counter()
         rows = block.shape[0]
         self.stats.sampler_calls += 1
         try:
             sampler = self.samplers.get(config)
-            tokens = sampler.sample(block, row_seeds=row_seeds, groups=groups)
+            tokens = sampler.sample(block, row_seeds=row_seeds, groups=groups,
+                                    continuation=continuation)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self.stats.last_error = reason
             fallback = operator_config().fallback == "exact" and not isinstance(exc, LogitsError)
-            tokens = (sample_target(block, config, row_seeds, groups=groups) if fallback
+            tokens = (sample_target(block, config, row_seeds, groups, continuation) if fallback
                       else None)
             seconds = time.perf_counter() - start
             self.stats.sampler_seconds += seconds
