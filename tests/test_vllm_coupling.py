@@ -23,7 +23,7 @@ from qsample import QuantumSampler  # noqa: E402
 from qsample.plugins import vllm as plugin  # noqa: E402
 from qsample.plugins.vllm import QSampleVLLMProcessor, admit, request_config  # noqa: E402
 from qsample.plugins.vllm.admission import GROUP_KEY, check_raw_request  # noqa: E402
-from qsample.plugins.vllm.processor import _Request  # noqa: E402
+from qsample.plugins.vllm.processor import JointLedger, _Request  # noqa: E402
 
 DISTINCT = {"qsample_mode": "gumbel", "qsample_coupling": "distinct", "qsample_seed": 7}
 VOCAB = 100
@@ -176,6 +176,42 @@ def test_v1_couples_the_children_of_one_request_only_and_splits_them_by_prefix(s
     outputs[2].append(5)
     proc.apply(peaked_logits(len(rows)))
     assert group_sizes(sampler_calls[-1]) == [1, 1, 1] and sampler_calls[-1][-1] == -1
+
+
+@pytest.mark.parametrize("arrivals", [(1, 1, 1, 1), (1, 3), (2, 2), (4,)])
+def test_v1_children_arriving_in_different_steps_take_distinct_first_tokens(arrivals):
+    """vLLM's API server adds an n > 1 request's children one at a time, so a step may start
+    with some of them: the later ones continue the same joint sample, so that with one token
+    far likelier than the rest (which an uncoupled child would take again) the n first tokens
+    are still distinct. (That the continued sample is the same whatever the arrivals is
+    tested on the sampler, test_joint.py.)"""
+    parent = SamplingParams(n=4, temperature=1.0, extra_args={**DISTINCT, "qsample_top_k": 8})
+    admit(parent)
+    kids = children(parent)
+    outputs = [[] for _ in kids]
+    proc = v1_processor()
+    present = 0
+    for size in arrivals:
+        added = [(i, kids[i], [1], outputs[i]) for i in range(present, present + size)]
+        present += size
+        proc.update_state(BatchUpdate(batch_size=present, removed=[], moved=[], added=added))
+        forced = proc.apply(peaked_logits(present)).argmax(dim=1).tolist()
+        for out, token in zip(outputs[:present], forced, strict=True):
+            out.append(token)
+    first = [out[0] for out in outputs]
+    assert len(set(first)) == 4 and 7 in first
+    assert proc.stats.coupled_rows == proc.stats.rows  # every row in its joint sample
+
+
+def test_the_joint_ledger_forgets_samples_after_its_window():
+    ledger = JointLedger(window=3)
+    ledger.record([(1, 0), (1, 0), (2, 5)], [7, 9, 4], step=1)
+    assert ledger.taken((1, 0)).tolist() == [7, 9] and len(ledger) == 2
+    ledger.record([(2, 5)], [3], step=3)  # touched again: kept past sample (1, 0)
+    ledger.record([(3, 0)], [1], step=4)
+    assert ledger.taken((1, 0)).size == 0 and ledger.taken((2, 5)).tolist() == [4, 3]
+    ledger.record([(3, 0)], [2], step=7)
+    assert len(ledger) == 1
 
 
 def test_v1_hashes_only_the_tokens_added_since_the_last_step(monkeypatch):
