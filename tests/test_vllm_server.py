@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
+from conftest import record_fidelity
+
+from qsample.tools.stats import chi_square
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.xdist_group("vllm-server")  # one worker: one server or engine at a time
@@ -245,3 +251,102 @@ def test_a_seed_given_as_a_string_is_the_same_integer(server):
     neighbour = complete(server.client, {"qsample_seed": seed - 1}).choices[0].text
     assert as_int != neighbour  # the test can tell the two seeds apart
     assert as_string == as_int
+
+
+# -- n > 1 "distinct" through the OpenAI server, whatever the order the children arrive in ----
+
+DISTINCT_N = 4
+DISTINCT_K = 6  # candidates: C(6, 4) = 15 first-token sets
+DISTINCT_T = 0.6  # peaked enough that independent children repeat a first token
+DISTINCT_PROMPT = "The quantum annealer said"
+CONCURRENT, ONE_BY_ONE = 24, 8  # requests of each kind, streamed and not: 64 in all
+ALPHA = 1e-3
+
+
+def first_token(choice_tokens: list[str]) -> int:
+    """The id of the first token (``return_tokens_as_token_ids``: "token_id:N")."""
+    return int(choice_tokens[0].split(":")[1])
+
+
+def distinct_request(client, *, stream: bool, xargs: dict | None) -> list[int]:
+    """One n = 4 request's first tokens, in child order."""
+    response = client.completions.create(
+        model="tiny", prompt=DISTINCT_PROMPT, n=DISTINCT_N, max_tokens=1,
+        temperature=DISTINCT_T, logprobs=0, stream=stream,
+        extra_body={"return_tokens_as_token_ids": True, "top_k": DISTINCT_K,
+                    **({"vllm_xargs": xargs} if xargs else {})})
+    chosen: dict[int, int] = {}
+    for part in (response if stream else [response]):
+        for choice in part.choices:
+            if choice.logprobs and choice.logprobs.tokens and choice.index not in chosen:
+                chosen[choice.index] = first_token(choice.logprobs.tokens)
+    return [chosen[i] for i in range(DISTINCT_N)]
+
+
+def first_token_law(client) -> tuple[np.ndarray, np.ndarray]:
+    """The K candidates of the prompt's first token and their target probabilities
+    softmax(logprob / T) over them, from vLLM's own raw logprobs."""
+    response = client.completions.create(
+        model="tiny", prompt=DISTINCT_PROMPT, max_tokens=1, temperature=0.0, logprobs=20,
+        extra_body={"return_tokens_as_token_ids": True})
+    top = response.choices[0].logprobs.top_logprobs[0]
+    best = sorted(top.items(), key=lambda item: -item[1])[:DISTINCT_K]
+    tokens = np.array([first_token([name]) for name, _ in best])
+    values = np.array([value for _, value in best]) / DISTINCT_T
+    probs = np.exp(values - values.max())
+    return tokens, probs / probs.sum()
+
+
+def set_law(probs: np.ndarray, n: int) -> dict[frozenset, float]:
+    """P(set of n candidates) under n ordered draws without replacement."""
+    law: dict[frozenset, float] = {}
+    for order in itertools.permutations(range(probs.size), n):
+        chance, left = 1.0, 1.0
+        for i in order:
+            chance *= probs[i] / left
+            left -= probs[i]
+        key = frozenset(order)
+        law[key] = law.get(key, 0.0) + chance
+    return law
+
+
+def set_fit(draws: list[list[int]], tokens: np.ndarray, probs: np.ndarray):
+    """Chi-square of the drawn first-token sets against `set_law` (a draw with a repeat, or a
+    token outside the candidates, falls in a bin of probability 0: rejected)."""
+    law = set_law(probs, DISTINCT_N)
+    cells = list(law)
+    index = {token: i for i, token in enumerate(tokens.tolist())}
+    counts = np.zeros(len(cells) + 1)
+    for draw in draws:
+        key = frozenset(index.get(t, -1) for t in draw)
+        counts[cells.index(key) if key in law else len(cells)] += 1
+    return chi_square(counts, np.array([*law.values(), 0.0]))
+
+
+def test_distinct_children_are_distinct_and_sample_without_replacement(server):
+    """64 n = 4 "distinct" requests through the OpenAI server (24 concurrent and 8 one by one,
+    each streamed and not): vLLM adds the children to the engine one at a time, and every
+    request's 4 first tokens are distinct; the sets follow sampling without replacement from
+    the prompt's target (chi-square against the exact set probabilities from vLLM's own
+    logprobs); plain n = 4 requests (independent children) fail the same test."""
+    tokens, probs = first_token_law(server.client)
+    xargs = {"qsample_mode": "gumbel", "qsample_coupling": "distinct"}
+    jobs = [(stream, together) for stream in (False, True) for together in (True, False)
+            for _ in range(CONCURRENT if together else ONE_BY_ONE)]
+    draws = [distinct_request(server.client, stream=stream, xargs=xargs)
+             for stream, together in jobs if not together]
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        draws += list(pool.map(lambda job: distinct_request(server.client, stream=job[0],
+                                                            xargs=xargs),
+                               [job for job in jobs if job[1]]))
+    assert len(draws) == 2 * (CONCURRENT + ONE_BY_ONE)
+    repeated = [draw for draw in draws if len(set(draw)) < DISTINCT_N]
+    assert not repeated, repeated
+    fit = set_fit(draws, tokens, probs)
+    record_fidelity({"case": "server n=4 distinct first-token sets", "draws": len(draws),
+                     "dof": fit.dof, "p": fit.p_value, "tv": fit.tv})
+    assert fit.p_value >= ALPHA, fit
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        plain = list(pool.map(lambda _: distinct_request(server.client, stream=False,
+                                                         xargs=None), range(CONCURRENT)))
+    assert set_fit(plain, tokens, probs).p_value < ALPHA
