@@ -52,6 +52,16 @@ ledger keeps the rows of the last `JOINT_WINDOW_STEPS` steps only, so a group's 
 that many steps after its requests finish or are aborted. Requests that are not coupled take
 the path above unchanged.
 
+Sampling parameters. A request's temperature, top-k, top-p and min-p are qsample's own
+settings (`admission.request_config`). Everything else vLLM applies to the logits is applied
+before qsample samples, so the distribution qsample samples is the one the request asked for:
+allowed token ids, bad words, min tokens, logit bias and the grammar of structured outputs
+run before the logits processors in both runners; the repetition, frequency and presence
+penalties run before them under Model Runner V2, but after them under the V1 runner, whose
+adapter therefore applies them itself to the rows it samples, with vLLM's own function
+(`vllm.v1.sample.ops.penalties.apply_all_penalties`, prompt and output tokens as vLLM keeps
+them).
+
 Failures. Configuration mistakes are refused at admission (`admission.admit`, HTTP 400). A
 failure during a step follows the operator's policy: ``"exact"`` samples the rows classically
 from the same target with the same keys (`qsample.sample_target`, so the request stays
@@ -78,6 +88,7 @@ import torch
 from vllm.logger import init_logger
 from vllm.v1.sample.logits_processor import BatchUpdate, process_dict_updates
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
+from vllm.v1.sample.ops.penalties import apply_all_penalties
 from vllm.v1.worker.gpu.sample.logits_processor.interface import (
     LogitsContext,
     LogitsProcRequestState,
@@ -121,6 +132,30 @@ EMPTY_PREFIX = 0
 JOINT_WINDOW_STEPS = 256
 
 
+@dataclass(frozen=True)
+class Penalties:
+    """A request's repetition, frequency and presence penalties and its prompt (V1 runner)."""
+
+    repetition: float
+    frequency: float
+    presence: float
+    prompt: tuple[int, ...]
+
+    @classmethod
+    def of(cls, params: Any, prompt: Sequence[int] | None) -> Penalties | None:
+        """The request's penalties, or None where it sets none (vLLM's defaults)."""
+        values = (float(getattr(params, "repetition_penalty", 1.0)),
+                  float(getattr(params, "frequency_penalty", 0.0)),
+                  float(getattr(params, "presence_penalty", 0.0)))
+        if values == NO_PENALTIES:
+            return None
+        return cls(*values, tuple(prompt or ()))
+
+
+#: vLLM's defaults: (repetition, frequency, presence) penalties that change nothing.
+NO_PENALTIES = (1.0, 0.0, 0.0)
+
+
 @dataclass
 class _Request:
     config: SamplerConfig
@@ -130,6 +165,7 @@ class _Request:
     group: JointGroup = NO_GROUP  # the coupling group of its parent request (`request_group`)
     hashed: int = 0  # output tokens folded into prefix_hash so far
     prefix_hash: int = EMPTY_PREFIX
+    penalties: Penalties | None = None  # V1: the penalties vLLM would apply after qsample
 
     def fold(self, tokens: Sequence[int]) -> None:
         """Extend the running hash of the output prefix by the tokens that follow it."""
@@ -299,8 +335,9 @@ class RowSamplingCore:
                     np.array([positions[n] for n in members], np.uint64))
                 groups, joint, continuation = self._groups(
                     config, [requests[n] for n in members], [positions[n] for n in members])
-                chosen = self._sample_group(config, logits.index_select(0, index[where]),
-                                            row_seeds, groups, continuation)
+                block = self.penalise(logits.index_select(0, index[where]),
+                                      [requests[n] for n in members])
+                chosen = self._sample_group(config, block, row_seeds, groups, continuation)
                 if chosen is None:
                     continue
                 if joint:
@@ -367,6 +404,11 @@ class RowSamplingCore:
         """Each request's output tokens from ``request.hashed`` up to its row's position (what
         its prefix hash lacks), or None where they are not known this step (the runner's)."""
         raise NotImplementedError
+
+    def penalise(self, block: torch.Tensor, requests: list[_Request]) -> torch.Tensor:
+        """``block`` (a copy of the rows of ``requests``) with whatever vLLM applies to them
+        only after the logits processors (the runner's; see the module docstring)."""
+        return block
 
     def _sample_group(self, config: SamplerConfig, block: torch.Tensor, row_seeds: np.ndarray,
                       groups: np.ndarray | None, continuation: Continuation | None
@@ -440,8 +482,39 @@ class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
         return False  # it forces one token per opted-in row
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        process_dict_updates(self.requests, batch_update,
-                             lambda params, _prompt, output: self.track(params, output))
+        process_dict_updates(self.requests, batch_update, self._track_v1)
+
+    def _track_v1(self, params: Any, prompt: list[int] | None,
+                  output: list[int]) -> _Request | None:
+        request = self.track(params, output)
+        if request is not None:
+            request.penalties = Penalties.of(params, prompt)
+        return request
+
+    def penalise(self, block: torch.Tensor, requests: list[_Request]) -> torch.Tensor:
+        """The V1 runner applies the penalties after the logits processors: apply them here,
+        with vLLM's own function, to the rows that set any."""
+        rows = [n for n, request in enumerate(requests) if request.penalties is not None]
+        if not rows:
+            return block
+        chosen = [requests[n] for n in rows]
+        vocab = block.shape[1]
+        prompts = [list(r.penalties.prompt) for r in chosen]
+        width = max(1, max(len(p) for p in prompts))
+        prompt = torch.tensor([p + [vocab] * (width - len(p)) for p in prompts],
+                              dtype=torch.int64, device=block.device)
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=block.dtype, device=block.device)
+
+        where = torch.tensor(rows, device=block.device)
+        part = apply_all_penalties(
+            block.index_select(0, where), prompt,
+            column([r.penalties.presence for r in chosen]),
+            column([r.penalties.frequency for r in chosen]),
+            column([r.penalties.repetition for r in chosen]),
+            [list(r.output_tokens) for r in chosen])
+        return block.index_copy_(0, where, part)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.requests:
