@@ -181,7 +181,7 @@ def test_engine_snapshots_are_summed_under_the_api_servers_metrics(tmp_path, mon
     monkeypatch.setenv(metrics.METRICS_DIR_ENV, str(tmp_path))
     metrics.record_seconds(rows=3, seconds=0.002)
     metrics.record_failure(2, "TimeoutError: QPU busy", 0.01, fallback=True)
-    metrics.publish()
+    metrics.write_snapshot()
     (snapshot,) = tmp_path.glob("engine-*.prom")
     (tmp_path / "engine-1.prom").write_text(snapshot.read_text())  # a second engine process
     registry = CollectorRegistry()
@@ -191,6 +191,29 @@ def test_engine_snapshots_are_summed_under_the_api_servers_metrics(tmp_path, mon
     assert rows >= 10 and rows % 2 == 0  # both snapshots, summed
     assert metric_value(text, 'qsample_fallback_rows_total{reason="TimeoutError"}') >= 4
     assert "qsample_sampler_seconds_bucket" in text
+
+
+def test_a_step_only_requests_the_snapshot_and_a_thread_writes_it_within_the_interval(
+        tmp_path, monkeypatch):
+    """`publish` on the decoding step sets a flag; the snapshot appears within
+    PUBLISH_INTERVAL_SECONDS (plus a margin for a loaded machine), once for many steps."""
+    import time
+
+    monkeypatch.setenv(metrics.METRICS_DIR_ENV, str(tmp_path))
+    writes = []
+    original = metrics.write_snapshot
+    monkeypatch.setattr(metrics, "write_snapshot", lambda: (writes.append(1), original()))
+    writer = metrics.SnapshotWriter(interval=0.2)
+    start = time.perf_counter()
+    for _ in range(50):
+        writer.request()
+    assert time.perf_counter() - start < 0.2 and not writes  # nothing written on the caller
+    deadline = time.monotonic() + 5.0
+    while not list(tmp_path.glob("engine-*.prom")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.glob("engine-*.prom")) and len(writes) == 1
+    writer.flush()  # nothing pending: no second write
+    assert len(writes) == 1
 
 
 def metric_value(text, name):

@@ -111,6 +111,7 @@ def main() -> None:
     import vllm
 
     from qsample.plugins.vllm.metrics import SnapshotCollector
+    from qsample.plugins.vllm.serve_check import SCRAPE_SETTLE_SECONDS
 
     start = time.perf_counter()
     llm = vllm.LLM(model=args.model, enforce_eager=True, dtype="float32", max_model_len=128,
@@ -136,7 +137,7 @@ def main() -> None:
     out["raises"] = {"tokens": list(output.outputs[0].token_ids), "calls": calls(args.work)}
     out["opted_in_rows"] = tokens * (len(PROMPTS) * 2 + 4 + 2 + 1)
     out["ranks"] = llm.collective_rpc(rank_stats)
-    time.sleep(0.5)  # the snapshot is written at the end of each sampled step
+    time.sleep(SCRAPE_SETTLE_SECONDS)  # the snapshot follows the steps within the interval
     out["metrics"] = {sample.name + json.dumps(sample.labels, sort_keys=True): sample.value
                       for family in SnapshotCollector(args.work / "metrics").collect()
                       for sample in family.samples}

@@ -6,10 +6,13 @@ the engine's series reach it in one of two ways:
 - vLLM's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the server starts): the
   series are ordinary prometheus_client metrics, written to that folder and summed by vLLM's
   own ``MultiProcessCollector``;
-- otherwise (the default): after each step that changed them, the engine writes its series
-  in the exposition format to a snapshot file in ``QSAMPLE_METRICS_DIR``, which `install`
-  creates in the API server before the engine starts (engine processes inherit it), and a
-  collector registered there sums the snapshots of every engine process at each scrape.
+- otherwise (the default): the engine writes its series in the exposition format to a
+  snapshot file in ``QSAMPLE_METRICS_DIR``, which `install` creates in the API server before
+  the engine starts (engine processes inherit it), and a collector registered there sums the
+  snapshots of every engine process at each scrape. The snapshot is written off the decoding
+  step, by a background thread, at most `PUBLISH_INTERVAL_SECONDS` after a step changed the
+  series (and once more at exit): a scrape may lag the engine by that interval plus the write
+  (about a millisecond), never by more.
 
 Series (counters end in ``_total``): ``qsample_requests_admitted_total``,
 ``qsample_requests_refused_total{key}`` (API server); ``qsample_rows_total``,
@@ -27,6 +30,8 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +47,8 @@ METRICS_DIR_ENV = "QSAMPLE_METRICS_DIR"
 SAMPLER_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                            2.5, 5.0, 10.0)
 MICROSECONDS = 1e-6
+#: How long after a step changed the engine's series its snapshot is written (`publish`).
+PUBLISH_INTERVAL_SECONDS = 1.0
 
 
 def _multiprocess() -> bool:
@@ -122,8 +129,50 @@ def record_failure(rows: int, reason: str, seconds: float, *, fallback: bool) ->
     (FALLBACKS if fallback else ERRORS).labels(reason=reason_kind(reason)).inc(rows)
 
 
+class SnapshotWriter:
+    """Writes this process's snapshot (`write_snapshot`) from a daemon thread, at most
+    ``interval`` seconds after `request` (a set flag: nothing else on the caller's path);
+    updates within one interval are written once. The thread starts at the first request in
+    each process (a forked child starts its own) and writes a last snapshot at exit."""
+
+    def __init__(self, interval: float = PUBLISH_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._pending = threading.Event()
+        self._owner: int | None = None  # the pid whose thread serves the requests
+
+    def request(self) -> None:
+        if self._owner != os.getpid():
+            self._owner = os.getpid()
+            self._pending = threading.Event()
+            threading.Thread(target=self._run, args=(self._pending,), daemon=True,
+                             name="qsample-metrics").start()
+            atexit.register(self.flush)
+        self._pending.set()
+
+    def flush(self) -> None:
+        """Write the snapshot now if a request is pending."""
+        if self._pending.is_set():
+            self._pending.clear()
+            write_snapshot()
+
+    def _run(self, pending: threading.Event) -> None:
+        while True:
+            pending.wait()
+            time.sleep(self.interval)  # coalesce the steps of one interval
+            self.flush()
+
+
+WRITER = SnapshotWriter()
+
+
 def publish() -> None:
-    """Write this engine process's snapshot (not needed in multiprocess mode)."""
+    """Have this engine process's snapshot written within `PUBLISH_INTERVAL_SECONDS` (by
+    `WRITER`'s thread; the caller only sets a flag)."""
+    WRITER.request()
+
+
+def write_snapshot() -> None:
+    """Write this engine process's snapshot now (not needed in multiprocess mode)."""
     folder = os.environ.get(METRICS_DIR_ENV)
     if not folder or _multiprocess() or not Path(folder).is_dir():
         return  # no snapshot folder, or it went away (server shutting down): not re-created

@@ -34,9 +34,12 @@ from typing import Any, NamedTuple
 from prometheus_client.parser import text_string_to_metric_families
 
 from .admission import DEFAULT_FIELD_CAPS, DEFAULT_MAX_COST
+from .metrics import PUBLISH_INTERVAL_SECONDS
 
 STARTUP_SECONDS = 300
 REQUEST_TIMEOUT_SECONDS = 120
+#: A scrape waits this long for the engine's snapshot to catch up (`metrics.SnapshotWriter`).
+SCRAPE_SETTLE_SECONDS = PUBLISH_INTERVAL_SECONDS + 0.5
 HEALTH_TIMEOUT_SECONDS = 2  # one /health probe while the server starts, polled every second
 POLL_SECONDS = 1
 SCRAPE_TIMEOUT_SECONDS = 10
@@ -119,7 +122,9 @@ def openai_server(model: str, log_path: Path, *, max_model_len: int = 1024,
 
 
 def scrape(base_url: str) -> dict[tuple[str, frozenset], float]:
-    """The server's /metrics: {(sample name, labels): value}."""
+    """The server's /metrics: {(sample name, labels): value}, read once the engine's snapshot
+    has caught up with the steps before the call (`SCRAPE_SETTLE_SECONDS`)."""
+    time.sleep(SCRAPE_SETTLE_SECONDS)
     with urllib.request.urlopen(base_url + "/metrics", timeout=SCRAPE_TIMEOUT_SECONDS) as response:
         text = response.read().decode()
     return {(sample.name, frozenset(sample.labels.items())): sample.value
