@@ -38,7 +38,7 @@ broadcasts (`parallel`: which rank samples, the broadcast, batch-sharded samplin
 Joint sampling. The children of one ``n > 1`` request with ``qsample_coupling`` carry the
 group `admission.admit` stamped on the parent (vLLM has no parent link in the engine), so a
 request's tokens never depend on another request's rows. Siblings are coupled at one output
-position (scope ``"all"``) or, with scope ``"prefix"``, at one generated prefix (hashed
+position (scope ``"always"``) or, with scope ``"prefix"``, at one generated prefix (hashed
 incrementally per request: only the tokens added since the last step are read, V1 from vLLM's
 live output list, MRV2 from ``req_states.all_token_ids`` on the device); under speculative
 decoding only a request's first row, whose prefix is committed, is coupled. Children need not
