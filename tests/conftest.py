@@ -89,7 +89,7 @@ def record_fidelity(row: dict) -> None:
 # fidelity cases, the real vLLM servers, the Triton interpreter run and the model conversion).
 SLOW_MODULES = ("test_fidelity.py", "test_vllm_soak.py", "test_vllm_server.py",
                 "test_annealer_triton.py", "test_vllm_parallel.py", "test_vllm.py",
-                "test_vllm_coupling.py",
+                "test_vllm_coupling.py", "test_vllm_params.py",
                 "test_default_model.py", "test_ab.py", "test_ab_groups.py", "test_joint.py",
                 "test_dwave_noisy.py", "test_lm_eval.py")
 SLOW_CASES = ("-tree-", "-exact-", "-neal-")  # within test_fidelity.py, slowest backends first
