@@ -136,8 +136,8 @@ def _generate(args: argparse.Namespace) -> int:
     from .config import SamplerConfig
 
     torch.set_num_threads(args.threads)
-    mode, top_k = _backend_defaults(args.backend, args.mode, args.top_k)
-    fields = {"mode": mode, "backend": args.backend, "top_k": top_k,
+    fields = {"mode": _backend_mode(args.backend, args.mode), "backend": args.backend,
+              "top_k": args.top_k,
               "top_p": args.top_p, "min_p": args.min_p, "temperature": args.temperature,
               "seed": args.seed, "num_reads": args.num_reads, "num_sweeps": args.num_sweeps,
               "coupling": args.coupling, "coupling_scope": args.coupling_scope,
@@ -189,19 +189,16 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_defaults(backend: str, mode: str | None, top_k: int | None
-                      ) -> tuple[str | None, int | None]:
-    """The mode and top_k of a command: as given, else the backend's (`backend_defaults`): the
-    first mode whose task it can do (gumbel, else boltzmann) and its ``default_top_k``."""
-    from .backends.registry import available_backends, backend_defaults
+def _backend_mode(backend: str, mode: str | None) -> str | None:
+    """The mode of a command: as given, else the first mode whose task the backend can do
+    (gumbel, else boltzmann). (Its K, when none is given, is the config's backend default.)"""
+    from .backends.registry import available_backends, backend_tasks
     from .modes import MODES
 
-    if backend not in available_backends():
-        return mode, top_k  # SamplerConfig names the unknown backend
-    tasks, backend_top_k = backend_defaults(backend)
-    if mode is None:
-        mode = next(name for name, m in MODES.items() if m.task in tasks)
-    return mode, top_k if top_k is not None else backend_top_k
+    if mode is not None or backend not in available_backends():
+        return mode  # SamplerConfig names an unknown backend
+    tasks = backend_tasks(backend)
+    return next(name for name, m in MODES.items() if m.task in tasks)
 
 
 def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
@@ -210,7 +207,7 @@ def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
     from .backends import make_backend
     from .sampler import resolve_request
 
-    backend = make_backend(config.backend)
+    backend = make_backend(config.backend, config.backend_params)
     request = resolve_request(config, backend)
     reads = request.num_reads
     print(f"qsample dry run: {max_new_tokens} decoding steps x {rows} rows, {config.mode}/"
@@ -222,6 +219,10 @@ def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
     group = rows if config.coupling > 0 else 1
     cost = backend.estimate(batch=rows, top_k=config.top_k, num_reads=reads, steps=max_new_tokens,
                             group_size=group, params=dict(request.params))
+    if "topology" in cost:
+        print(f"solver {cost['solver']}: {cost['topology']} topology")
+    if "chip" in cost:
+        print(f"chip {cost['chip']}: {cost['available_qubits']:.0f} qubits available")
     print(f"QPU calls: {cost['calls']:.0f} ({cost['calls_per_step']:.0f} per step, up to "
           f"{cost['rows_per_call']:.0f} rows packed per call)", end="")
     if "qpu_access_seconds" in cost:
@@ -582,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a registered backend: batched-sa, neal, tabu, tree, exact, sqa, "
                           "dwave, dwave-mock, dwave-noisy, qpanda-sim, originq, originq-mock")
     gen.add_argument("--top-k", type=int, default=None,
-                     help="candidates per step (default 64; 16 on the gate-model backends)")
+                     help="candidates per step (default: the backend's, 64 where it has no K "
+                          "limit; tree 16, exact 12, dwave-mock/dwave-noisy 16, gate-model 16)")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--min-p", type=float, default=0.0)
     gen.add_argument("--temperature", type=float, default=0.8)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.registry import check_backend
+from .backends.registry import check_backend, default_top_k
 from .errors import ConfigError
 
 MODES = ("gumbel", "boltzmann")
@@ -101,10 +101,14 @@ class SamplerConfig:
             sample) or ``"boltzmann"`` (thermal sampling of the one-hot Ising model at inverse
             temperature 1).
         backend: a registered backend name (``qsample.available_backends()``:
-            ``"batched-sa"``, the default, ``"neal"``, ``"tabu"``, ``"tree"``, ``"exact"``), a
-            `qsample.Backend` or any ``dimod.Sampler`` instance.
+            ``"batched-sa"``, the default, ``"neal"``, ``"tabu"``, ``"tree"``, ``"exact"``,
+            ``"sqa"``, ``"dwave"``, ``"dwave-mock"``, ``"dwave-noisy"``, ``"qpanda-sim"``,
+            ``"originq"``, ``"originq-mock"``), a `qsample.Backend` or any ``dimod.Sampler``
+            instance.
         top_k: at most this many candidates (the K of the QUBO); shrinks to V or to the number of
-            finite logits.
+            finite logits. None: the backend's default (64, or a K it runs in reasonable time
+            where it has a K limit: ``tree`` 16, ``exact`` 12, ``dwave-mock`` and
+            ``dwave-noisy`` 16, the gate-model backends 16).
         top_p: nucleus filter in (0, 1]; 1 disables it.
         min_p: drop candidates with p < min_p * p_max; in [0, 1); 0 disables it.
         temperature: T >= 0; 0 means greedy argmax with no annealer call.
@@ -136,7 +140,7 @@ class SamplerConfig:
 
     mode: str = "gumbel"
     backend: Any = "batched-sa"
-    top_k: int = 64
+    top_k: int | None = None
     top_p: float = 1.0
     min_p: float = 0.0
     temperature: float = 1.0
@@ -158,7 +162,8 @@ class SamplerConfig:
 
         put("mode", _as_choice("mode", self.mode, MODES))
         check_backend(self.backend)
-        put("top_k", _as_int("top_k", self.top_k, 1))
+        top_k = default_top_k(self.backend) if self.top_k is None else self.top_k
+        put("top_k", _as_int("top_k", top_k, 1))
         put("top_p", _as_float("top_p", self.top_p, "a number in (0, 1]", lambda x: 0 < x <= 1))
         put("min_p", _as_float("min_p", self.min_p, "a number in [0, 1)", lambda x: 0 <= x < 1))
         put(

@@ -217,7 +217,7 @@ class QuantumSampler:
         start = time.perf_counter()
         self.config = config if config is not None else SamplerConfig()
         self.mode: Mode = MODES[self.config.mode]
-        self.backend: Backend = make_backend(self.config.backend)
+        self.backend: Backend = make_backend(self.config.backend, self.config.backend_params)
         self.request = resolve_request(self.config, self.backend)
         self.penalty = self.config.penalty or self.mode.defaults.penalty
         cfg = self.config

@@ -129,7 +129,7 @@ def test_bad_knob_values_are_refused_naming_the_field(tmp_path, params, field):
 
 
 def test_published_figures_are_the_defaults_and_scale_together():
-    model = NoiseModel.from_params({"noise_scale": 2})
+    model = NoiseModel.from_params({"noise_scale": 2}, "advantage")
     assert model.scaled().ice_h == pytest.approx(2 * NoiseModel().ice_h)
     assert model.scaled().readout_error == pytest.approx(2 * NoiseModel().readout_error)
     assert NoiseModel(noise_scale=0).ideal and not NoiseModel().ideal

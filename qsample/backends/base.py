@@ -193,6 +193,9 @@ class StepSpec:
     penalty: float
 
 
+#: The candidates of a `SamplerConfig` that gives no ``top_k``, on a backend without a K limit.
+DEFAULT_TOP_K = 64
+
 class Backend(ABC):
     """A solver for batches of one-hot problems.
 
@@ -202,8 +205,12 @@ class Backend(ABC):
         max_size: largest K it accepts (None: no limit).
         params: the ``backend_params`` keys it accepts (None: any, passed to its sampler).
         couplings: it solves problems with sibling couplings (`OneHotProblems.siblings`).
-        default_top_k: the candidates a command line uses with this backend when none is given
-            (None: the config's default).
+        machine_params: the ``backend_params`` keys that choose the machine the backend is built
+            for (a QPU's solver, an emulator's topology), passed to its constructor by
+            `make_backend` (and ignored by its `settings`).
+        default_top_k: the candidates a `SamplerConfig` with this backend uses when it gives no
+            ``top_k`` (None: `DEFAULT_TOP_K`): set by every backend with a K limit to a K it
+            runs in reasonable time.
         probe: a local backend that costs nothing to call: a sampler is built only after one
             solve of a two-candidate problem with its settings has worked, so a bad
             ``backend_params`` value raises `ConfigError` then, not a fallback at every step.
@@ -215,6 +222,7 @@ class Backend(ABC):
     max_size: int | None = None
     params: tuple[str, ...] | None = None
     couplings: bool = False
+    machine_params: tuple[str, ...] = ()
     default_top_k: int | None = None
     probe: bool = False
 

@@ -22,6 +22,10 @@ from ..problems import OneHotProblems
 from .base import THERMAL_BETA, Backend, Failures, RejectedResult, SolveRequest, SolveResult
 
 TABU_TIMEOUT_MS = 1  # tabu's search time per row and read
+# default K of the exact backends (`Backend.default_top_k`): tree's cost grows with K (its
+# treewidth), exact's with 2^K states per row
+TREE_DEFAULT_TOP_K = 16
+EXACT_DEFAULT_TOP_K = 12
 
 
 def records(sampleset, labels: np.ndarray) -> np.ndarray:
@@ -255,6 +259,7 @@ class TreeBackend(DimodBackend):
     name = "tree"
     tasks = ("ground", "thermal")
     max_size = 25
+    default_top_k = TREE_DEFAULT_TOP_K
     probe = True
 
     def __init__(self) -> None:
@@ -286,6 +291,7 @@ class ExactBackend(DimodBackend):
     name = "exact"
     tasks = ("ground", "thermal")
     max_size = 20
+    default_top_k = EXACT_DEFAULT_TOP_K
     probe = True
 
     def __init__(self) -> None:

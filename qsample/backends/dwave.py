@@ -27,10 +27,11 @@ one QPU sample.
 
 Temperature. ``gumbel`` needs only the ground state: the QPU auto-scales the problem. For
 ``boltzmann`` the QPU samples roughly exp(-beta_qpu E') where E' is the programmed energy and
-beta_qpu its effective inverse temperature (about 6 in problem units on Advantage, FACTS.md; a
-`qsample calibrate` result overrides it). qsample programs E' = E / beta_qpu with
-``auto_scale=False``, so the target beta = 1 on E is kept; when the scaled problem would exceed
-the solver's h or J range it is shrunk to fit, and the effective beta this implies is reported.
+beta_qpu its effective inverse temperature (about 6 in problem units on Advantage, about 9 on
+Advantage2, docs/sources.md; a `qsample calibrate` result overrides it). qsample programs
+E' = E / beta_qpu with ``auto_scale=False``, so the target beta = 1 on E is kept; when the
+scaled problem would exceed the solver's h or J range it is shrunk to fit, and the effective
+beta this implies is reported.
 
 Credentials come only from dwave-cloud-client's configuration or ``DWAVE_API_TOKEN``; without
 them constructing the backend fails at once with a `ConfigError`. Transient network and solver
@@ -55,7 +56,9 @@ from ..problems import OneHotProblems, SiblingCoupling
 from .base import Backend, Failures, SolveRequest, SolveResult
 from .dimod_backends import add_timing, union_reads
 
-DEFAULT_BETA_QPU = 6.0  # Advantage, problem units (FACTS.md); `qsample calibrate` refines it
+# Advantage's, problem units (docs/sources.md: D-Wave's freeze-out estimate 6.09; the published
+# qubit temperature gives 5.05, Advantage2's 8.93); `qsample calibrate` measures a solver's
+DEFAULT_BETA_QPU = 6.0
 MAX_K_PROPERTY = "qsample_max_k"  # a solver property: the largest clique its sampler can solve
 # a solver property: the most variables (n x K) of one coupled group its sampler can solve
 MAX_GROUP_PROPERTY = "qsample_max_group_variables"
@@ -73,8 +76,30 @@ DEFAULT_H_RANGE = (-2.0, 2.0)  # a solver's h and J ranges when its properties d
 DEFAULT_J_RANGE = (-1.0, 1.0)
 
 
+#: The topologies of D-Wave's QPUs a ``solver`` may name instead of a solver (the client then
+#: picks an online solver of that topology) and the shape of the system of each that is
+#: generally available: Advantage2 (Zephyr Z(12, 4), 4,800 qubits) and Advantage (Pegasus P16,
+#: 5,760 qubits); docs/sources.md.
+TOPOLOGIES = {"zephyr": (12, 4), "pegasus": (16,)}
+DEFAULT_TOPOLOGY = "zephyr"
+
+
+def solver_filter(solver: str | None) -> str | dict | None:
+    """dwave-cloud-client's ``solver`` argument for a ``backend_params.solver``: a topology
+    name becomes the feature filter ``{"topology__type": name}``, anything else is a solver
+    name."""
+    if solver is None:
+        return None
+    if not isinstance(solver, str) or not solver:
+        raise ConfigError("backend_params.solver", solver,
+                          "a solver name (e.g. 'Advantage2_system1.6') or a topology: "
+                          + ", ".join(TOPOLOGIES))
+    return {"topology__type": solver} if solver in TOPOLOGIES else solver
+
+
 def connect(solver: str | dict | None = None):
-    """A ``DWaveSampler`` from dwave-cloud-client's own configuration or ``DWAVE_API_TOKEN``.
+    """A ``DWaveSampler`` from dwave-cloud-client's own configuration or ``DWAVE_API_TOKEN``
+    (``solver``: a name or a feature filter; None: the client's default solver).
 
     Raises `ConfigError` at once, without touching the network twice, when no token is set.
     """
@@ -230,6 +255,8 @@ class DWaveBackend(Backend):
 
     Args:
         sampler: a structured dimod sampler; default: `connect` (``DWaveSampler()``).
+        solver: without ``sampler``, the solver to connect to (``backend_params.solver``): a
+            name, or a topology of `TOPOLOGIES` (any online solver of that topology).
         beta_qpu: effective inverse temperature of the QPU in programmed-energy units
             (default: a saved `qsample calibrate` result for this solver, else 6).
         chain_strength: logical chain coupling (default: dwave's uniform torque compensation).
@@ -245,15 +272,20 @@ class DWaveBackend(Backend):
 
     name = "dwave"
     tasks = ("ground", "thermal")
-    params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu")
+    params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu", "solver")
+    machine_params = ("solver",)
     couplings = True
 
-    def __init__(self, sampler: Any = None, *, beta_qpu: float | None = None,
+    def __init__(self, sampler: Any = None, *, solver: str | None = None,
+                 beta_qpu: float | None = None,
                  chain_strength: float | None = None, max_retries: int = 3,
                  backoff: float = 0.5, embedding_folder=None,
                  max_size: int | None = None) -> None:
-        self.sampler = sampler if sampler is not None else connect()
+        self.sampler = sampler if sampler is not None else connect(solver_filter(solver))
         props = self.sampler.properties
+        topology = props.get("topology", {})
+        self.topology_type = str(topology.get("type", "unknown"))
+        self.topology = f"{self.topology_type} {tuple(topology.get('shape', ()))}"
         self.max_size = max_size if max_size is not None else props.get(MAX_K_PROPERTY)
         self.max_group = props.get(MAX_GROUP_PROPERTY)
         self.solver_id = str(props.get("chip_id", type(self.sampler).__name__))
@@ -273,9 +305,9 @@ class DWaveBackend(Backend):
 
     def fidelity_warning(self, request: SolveRequest, top_k: int) -> str | None:
         if request.task == "thermal":
-            return (f"boltzmann mode on backend 'dwave' assumes the QPU samples at beta_qpu = "
-                    f"{request.settings['beta_qpu']:g} in programmed units; measure it with "
-                    "'qsample calibrate' (its distance to the target is reported there)")
+            return (f"boltzmann mode on backend '{self.name}' assumes the QPU samples at "
+                    f"beta_qpu = {request.settings['beta_qpu']:g} in programmed units; measure it "
+                    "with 'qsample calibrate' (its distance to the target is reported there)")
         return None
 
     # ---------------------------------------------------------------- solving
@@ -284,7 +316,7 @@ class DWaveBackend(Backend):
         """``beta_qpu``, ``chain_strength`` (None: uniform torque compensation of each call's
         problem) and ``max_retries``, ``backend_params`` over the constructor's; ``sample``:
         the QPU call's keyword arguments (auto-scaled for ``ground`` only)."""
-        params = dict(request.params)
+        params = {k: v for k, v in request.params.items() if k not in self.machine_params}
         return {
             "beta_qpu": float(params.pop("beta_qpu", self.beta_qpu)),
             "chain_strength": params.pop("chain_strength", self.chain_strength),
@@ -445,7 +477,8 @@ class DWaveBackend(Backend):
                        + PROGRAMMING_US)
         per_call_us = programming + num_reads * (anneal + readout)
         calls = calls_per_step * steps
-        return {"rows_per_call": float(per_call), "calls_per_step": float(calls_per_step),
+        return {"solver": self.solver_id, "topology": self.topology,
+                "rows_per_call": float(per_call), "calls_per_step": float(calls_per_step),
                 "calls": float(calls), "qpu_access_seconds": calls * per_call_us * MICROSECONDS,
                 "qpu_access_seconds_per_call": per_call_us * MICROSECONDS}
 

@@ -8,7 +8,8 @@ from typing import Any
 import dimod
 import numpy as np
 
-from .dwave import MAX_GROUP_PROPERTY, MAX_K_PROPERTY, DWaveBackend
+from ..errors import ConfigError
+from .dwave import DEFAULT_TOPOLOGY, MAX_GROUP_PROPERTY, MAX_K_PROPERTY, TOPOLOGIES, DWaveBackend
 
 MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at this beta
 # Exact sampling of an embedded component costs exponentially in its treewidth: about K for a
@@ -16,6 +17,7 @@ MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at thi
 # 10 reads) took at most 0.25 s at n x K = 20 (n = 2..10) and up to 12 s at n x K = 30.
 MOCK_MAX_K = 20  # the largest K of a row
 MOCK_MAX_GROUP = 20  # the most variables n x K of a coupled group
+MOCK_DEFAULT_TOP_K = 16  # a config's K on the stand-ins when it gives none
 
 
 class IdealQPUStandIn(dimod.Sampler):
@@ -76,23 +78,51 @@ class IdealQPUStandIn(dimod.Sampler):
         return samples
 
 
-def mock_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,),
+def check_topology(topology: Any) -> str:
+    """``backend_params.topology`` of the stand-ins: a name of `TOPOLOGIES`."""
+    if topology not in TOPOLOGIES:
+        raise ConfigError("backend_params.topology", topology,
+                          "one of " + ", ".join(map(repr, TOPOLOGIES))
+                          + " (Advantage2's Zephyr Z(12, 4), Advantage's Pegasus P16)")
+    return topology
+
+
+def mock_sampler(topology: str = DEFAULT_TOPOLOGY, shape: tuple[int, ...] | None = None,
                  seed: int | None = None, stand_in: IdealQPUStandIn | None = None):
-    """``dwave.system.testing.MockDWaveSampler`` (no token, no network) of the given topology
-    whose stand-in is ``stand_in`` (default: `IdealQPUStandIn` at beta = MOCK_BETA_QPU, its draws
-    seeded by ``seed``; None: fresh entropy): `qsample calibrate --backend dwave-mock` should
-    find the backend's assumed beta_qpu (6) confirmed."""
+    """``dwave.system.testing.MockDWaveSampler`` (no token, no network) with the full working
+    graph of ``topology`` (`TOPOLOGIES`) of ``shape`` (None: the generally available system's;
+    a real system lacks a few percent of its qubits) whose stand-in is ``stand_in`` (default:
+    `IdealQPUStandIn` at beta = MOCK_BETA_QPU, its draws seeded by ``seed``; None: fresh
+    entropy): `qsample calibrate --backend dwave-mock` should find the backend's assumed
+    beta_qpu (6) confirmed.
+    Its ``chip_id`` names the topology (``mock-zephyr-12x4``), so that embeddings and
+    calibrations are kept per topology."""
     from dwave.system.testing import MockDWaveSampler
 
-    sampler = MockDWaveSampler(topology_type=topology_type, topology_shape=list(topology_shape),
+    shape = tuple(shape or TOPOLOGIES[check_topology(topology)])
+    sampler = MockDWaveSampler(topology_type=topology, topology_shape=list(shape),
                                parameter_warnings=False,
                                substitute_sampler=stand_in or IdealQPUStandIn(seed=seed))
+    sampler.properties["chip_id"] = f"mock-{topology}-{'x'.join(map(str, shape))}"
     sampler.properties[MAX_K_PROPERTY] = MOCK_MAX_K
     sampler.properties[MAX_GROUP_PROPERTY] = MOCK_MAX_GROUP
     return sampler
 
 
-def mock_backend(**kwargs: Any) -> DWaveBackend:
+class MockDWaveBackend(DWaveBackend):
     """Backend ``"dwave-mock"``: `DWaveBackend` on `mock_sampler` (K up to `MOCK_MAX_K`,
     coupled groups of n rows up to n K = `MOCK_MAX_GROUP`)."""
-    return DWaveBackend(mock_sampler(), **kwargs)
+
+    name = "dwave-mock"
+    default_top_k = MOCK_DEFAULT_TOP_K
+    params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu", "topology")
+    machine_params = ("topology",)
+
+    def __init__(self, sampler: Any = None, *, topology: str = DEFAULT_TOPOLOGY,
+                 **kwargs: Any) -> None:
+        super().__init__(sampler if sampler is not None else self.machine(topology), **kwargs)
+
+    @staticmethod
+    def machine(topology: str):
+        """The stand-in QPU of ``topology``."""
+        return mock_sampler(topology)

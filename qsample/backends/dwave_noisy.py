@@ -1,5 +1,6 @@
 """`dwave-noisy`: the `dwave` path on a QPU emulator with the published imperfections of
-Advantage-class annealers.
+D-Wave's annealers (profiles `PROFILES`: Advantage2, the default, on its Zephyr graph, and
+Advantage on Pegasus).
 
 Everything qsample does for a real QPU runs unchanged (`DWaveBackend`: clique packing, chains,
 majority-vote unembedding, chain-break and QPU-time telemetry, retries, fallback); only the
@@ -14,7 +15,8 @@ call, on the programmed (embedded) Ising problem (h, J):
    g_i = e^(s_q z_i): h_i -> g_i h_i, J_ij -> sqrt(g_i g_j) J_ij (log-normal, medians kept);
 3. sampling: exact Boltzmann samples exp(-beta_c E) of that perturbed embedded problem, by tree
    decomposition per packed component (as `dwave-mock`; single-spin-flip annealing at fixed beta
-   freezes embedded chains, FACTS.md), so chains are sampled, not assumed intact: a chain
+   freezes embedded chains: a chain moves only when all its qubits flip together), so chains
+   are sampled, not assumed intact: a chain
    breaks when its perturbed, locally heated couplers let it;
 4. readout: each qubit of each read flipped with probability ``readout_error``.
 
@@ -37,19 +39,22 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import SolveRequest, number_param
-from .dwave import DWaveBackend
-from .dwave_mock import MOCK_BETA_QPU, IdealQPUStandIn, mock_sampler
+from .dwave import DEFAULT_TOPOLOGY
+from .dwave_mock import MOCK_BETA_QPU, IdealQPUStandIn, MockDWaveBackend, mock_sampler
 
-# Published figures (docs/noise.md has each source); the defaults of `NoiseModel`.
+# Published figures (docs/sources.md has each source); the defaults of `NoiseModel`.
 ICE_H_SD = 0.02  # sd of dh, programmed Ising units (D-Wave's ICE data, flux noise x 2)
 ICE_J_SD = 0.015  # sd of dJ, programmed Ising units (D-Wave's ICE data)
 # relative error of the median effective beta against the assumed 6: Advantage_system4.1's
-# published effective temperature 0.198 is beta 5.05
+# published average single-qubit temperature 0.198 (h units) is beta 5.05
 BETA_ERROR = -0.16
+# Advantage2_system1's published average single-qubit temperature 0.112 (h units) is beta 8.93
+ADVANTAGE2_BETA_ERROR = 1.0 / 0.112 / MOCK_BETA_QPU - 1.0
 BETA_CALL_SD = 0.05  # log-sd of the effective beta between calls (an estimate: "a few mK")
 BETA_QUBIT_SD = 0.05  # log-sd of the effective beta between qubits (an estimate)
 READOUT_ERROR = 0.001  # probability that a qubit is read wrong (published bound "<= 0.001")
 NOISE_PARAMETER = "qsample_noise"  # the emulator's keyword: a call's `NoiseModel`
+PROFILE_PARAMETER = "profile"  # ``backend_params.profile``: a name of `PROFILES`
 NOISE_STREAM = 0x9E3779B9  # the noise draws' stream, apart from the exact sampler's seeds
 MAX_READOUT_ERROR = 0.5
 
@@ -86,10 +91,15 @@ class NoiseModel:
         return tuple(k for k in cls.knobs() if k != "noise_scale")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> NoiseModel:
-        """The model of ``backend_params`` (other keys ignored); a bad value raises
+    def from_params(cls, params: dict[str, Any], profile: str) -> NoiseModel:
+        """The model of ``backend_params`` over the figures of ``profile`` (`PROFILES`;
+        ``backend_params.profile`` overrides it; other keys ignored); a bad value raises
         `ConfigError` naming ``backend_params.<knob>``."""
-        values = {}
+        profile = params.get(PROFILE_PARAMETER, profile)
+        if profile not in PROFILES:
+            raise ConfigError("backend_params.profile", profile,
+                              "one of " + ", ".join(map(repr, PROFILES)))
+        values = dataclasses.asdict(PROFILES[profile])
         for name in cls.knobs():
             if name not in params:
                 continue
@@ -115,6 +125,17 @@ class NoiseModel:
         scaled = self.scaled()
         return not any(getattr(scaled, k) for k in self.figures())
 
+
+
+#: Noise profiles by system (docs/sources.md): Advantage2 differs from Advantage only where
+#: D-Wave publishes a figure for it (its temperature); ICE, the spreads and the readout error
+#: have no Advantage2 figure and keep Advantage's.
+PROFILES = {
+    "advantage2": NoiseModel(beta_error=ADVANTAGE2_BETA_ERROR),
+    "advantage": NoiseModel(),
+}
+#: The profile of each topology's system when ``backend_params.profile`` is not given.
+TOPOLOGY_PROFILES = {"zephyr": "advantage2", "pegasus": "advantage"}
 
 class NoisyQPUStandIn(IdealQPUStandIn):
     """`IdealQPUStandIn` with a call's `NoiseModel` applied (module docstring). With an ideal
@@ -147,19 +168,27 @@ class NoisyQPUStandIn(IdealQPUStandIn):
         return dimod.SampleSet.from_samples_bqm((samples, labels), bqm)
 
 
-class NoisyDWaveBackend(DWaveBackend):
-    """Backend ``"dwave-noisy"``: `DWaveBackend` on the emulator, its `NoiseModel` knobs taken
-    from ``backend_params`` besides `DWaveBackend`'s own (module docstring)."""
+class NoisyDWaveBackend(MockDWaveBackend):
+    """Backend ``"dwave-noisy"``: `DWaveBackend` on the emulator (`noisy_sampler`), its
+    `NoiseModel` knobs taken from ``backend_params`` besides `DWaveBackend`'s own (module
+    docstring)."""
 
     name = "dwave-noisy"
-    params = DWaveBackend.params + NoiseModel.knobs()
+    params = MockDWaveBackend.params + NoiseModel.knobs() + (PROFILE_PARAMETER,)
+
+    @staticmethod
+    def machine(topology: str):
+        """The emulated QPU of ``topology``."""
+        return noisy_sampler(topology)
 
     def settings(self, request: SolveRequest) -> dict[str, Any]:
         """`DWaveBackend.settings` with the `NoiseModel` of ``backend_params`` among the
         emulator's call arguments (`NOISE_PARAMETER`)."""
         params = dict(request.params)
-        noise = NoiseModel.from_params(params)
-        rest = {k: v for k, v in params.items() if k not in NoiseModel.knobs()}
+        noise = NoiseModel.from_params(params, TOPOLOGY_PROFILES.get(self.topology_type,
+                                                                     "advantage"))
+        rest = {k: v for k, v in params.items()
+                if k not in NoiseModel.knobs() and k != PROFILE_PARAMETER}
         out = super().settings(dataclasses.replace(request, params=rest))
         out["sample"][NOISE_PARAMETER] = noise
         return out
@@ -170,16 +199,12 @@ class NoisyDWaveBackend(DWaveBackend):
                 "deliberately not faithful; 'qsample calibrate' measures how far")
 
 
-def noisy_sampler(topology_type: str = "pegasus", topology_shape: Any = (16,),
+def noisy_sampler(topology: str = DEFAULT_TOPOLOGY, shape: tuple[int, ...] | None = None,
                   seed: int | None = None):
     """`mock_sampler` whose stand-in is `NoisyQPUStandIn` (draws seeded by ``seed``; None:
     fresh entropy), accepting the `NOISE_PARAMETER` keyword."""
-    sampler = mock_sampler(topology_type, topology_shape,
+    sampler = mock_sampler(topology, shape,
                            stand_in=NoisyQPUStandIn(beta=MOCK_BETA_QPU, seed=seed))
     sampler.parameters[NOISE_PARAMETER] = ["parameters"]
     return sampler
 
-
-def noisy_backend(**kwargs: Any) -> NoisyDWaveBackend:
-    """Backend ``"dwave-noisy"``: `NoisyDWaveBackend` on `noisy_sampler`."""
-    return NoisyDWaveBackend(noisy_sampler(), **kwargs)

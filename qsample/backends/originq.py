@@ -57,7 +57,12 @@ from .qpanda import TIMING_KEYS, GateModelBackend
 
 API_KEY_VARIABLE = "ORIGINQ_API_KEY"
 URL_VARIABLE = "ORIGINQ_CLOUD_URL"
-DEFAULT_CHIP = "72"  # Origin Wukong's 72-qubit chip; "origin_wukong" named a 102-qubit one in 2025
+#: Origin's chip names, newest first (docs/sources.md): without ``backend_params.chip`` the
+#: backend runs on the first one the service lists as available. "WK_C180" / "WK_C180_2" are the
+#: 180-qubit chips users report in 2026, "WK_C102_400" a 102-qubit chip of pyqpanda3's
+#: changelogs, "origin_wukong" Origin's own tutorial name (a 102-qubit chip in 2026), "72" the
+#: 72-qubit Wukong (reported retired, "under maintenance").
+PREFERRED_CHIPS = ("WK_C180", "WK_C180_2", "WK_C102_400", "origin_wukong", "72")
 MAX_PROGRAMS_PER_JOB = 200  # Origin's limit on the programs of one batched run
 MIN_SHOTS = 10  # the service's range is 10 to 20,000 shots
 MAX_SHOTS = 20_000
@@ -104,7 +109,8 @@ class OriginQBackend(GateModelBackend):
     Args:
         service: a ``QCloudService`` (or a stand-in, `qsample.backends.originq_mock`);
             default: `connect`.
-        chip: the cloud backend's name (``backend_params`` ``chip`` overrides it).
+        chip: the cloud backend's name (``backend_params`` ``chip`` overrides it); None: the
+            first of `PREFERRED_CHIPS` the service lists as available.
         encoding_name: the default encoding.
         timeout, poll_interval, max_retries: polling and retries (``backend_params`` of the
             same names override them).
@@ -114,7 +120,7 @@ class OriginQBackend(GateModelBackend):
     name = "originq"
     params = ("encoding", "chip", "timeout", "poll_interval", "max_retries", "shots")
 
-    def __init__(self, service: Any = None, *, chip: str = DEFAULT_CHIP,
+    def __init__(self, service: Any = None, *, chip: str | None = None,
                  encoding_name: str = DEFAULT_ENCODING, timeout: float = DEFAULT_TIMEOUT_S,
                  poll_interval: float = DEFAULT_POLL_S, max_retries: int = DEFAULT_RETRIES,
                  backoff: float = DEFAULT_BACKOFF_S) -> None:
@@ -126,6 +132,39 @@ class OriginQBackend(GateModelBackend):
         self.max_retries = max_retries
         self.backoff = backoff
         self._chips: dict[str, tuple[Any, int]] = {}
+        self._listed: dict[str, bool] | None = None
+
+    def listed(self) -> dict[str, bool]:
+        """The service's backends and whether each is available (asked once)."""
+        if self._listed is None:
+            listed = dict(self.service.backends())
+            self._listed = {str(name): bool(up) for name, up in listed.items()}
+        return self._listed
+
+    def chip_name(self, params: dict[str, Any]) -> str:
+        """The chip a request runs on: ``backend_params.chip``, the constructor's, or the first
+        of `PREFERRED_CHIPS` the service lists as available.
+
+        Raises:
+            ConfigError: on ``backend_params.chip``: a chip the service does not list or lists
+                as unavailable, or no chip given and none of `PREFERRED_CHIPS` available; the
+                message names the chips it lists.
+        """
+        listed = self.listed()
+        names = ", ".join(f"{name}{'' if up else ' (unavailable)'}"
+                          for name, up in sorted(listed.items())) or "(none listed)"
+        chip = params.get("chip", self.chip)
+        if chip is None:
+            chip = next((name for name in PREFERRED_CHIPS if listed.get(name)), None)
+            if chip is None:
+                raise ConfigError("backend_params.chip", None,
+                                  "a chip of the Origin cloud (none of "
+                                  f"{', '.join(PREFERRED_CHIPS)} is available; the service "
+                                  f"lists: {names})")
+        if not listed.get(str(chip)):
+            raise ConfigError("backend_params.chip", chip,
+                              f"a chip the Origin cloud lists as available: {names}")
+        return str(chip)
 
     def cloud_backend(self, chip: str) -> tuple[Any, int]:
         """The cloud backend of ``chip`` and its number of available qubits (asked once)."""
@@ -134,23 +173,25 @@ class OriginQBackend(GateModelBackend):
                 backend = self.service.backend(chip)
                 available = len(backend.chip_info().available_qubits())
             except RuntimeError as exc:
-                names = ", ".join(sorted(self.service.backends())) or "(none listed)"
+                names = ", ".join(sorted(self.listed())) or "(none listed)"
                 raise ConfigError("backend_params.chip", chip,
                                   f"a backend of the Origin cloud: {names} ({exc})") from None
             self._chips[chip] = (backend, available)
         return self._chips[chip]
 
     def qubit_budget(self, params: dict[str, Any]) -> int:
-        return self.cloud_backend(str(params.get("chip", self.chip)))[1]
+        return self.cloud_backend(self.chip_name(params))[1]
 
     def settings(self, request: SolveRequest) -> dict[str, Any]:
         """``encoding``, the cloud ``backend`` of ``chip`` and its ``available`` qubits,
         ``shots`` per program, polling (``timeout``, ``poll_interval``) and ``max_retries``,
         from ``backend_params`` over the constructor's; ``options`` for the cloud."""
         params = dict(request.params)
-        backend, available = self.cloud_backend(str(params.get("chip", self.chip)))
+        chip = self.chip_name(params)
+        backend, available = self.cloud_backend(chip)
         return {
-            "encoding": self.row_encoding(params), "backend": backend, "available": available,
+            "encoding": self.row_encoding(params), "chip": chip, "backend": backend,
+            "available": available,
             "shots": shots(params, request.num_reads),
             "timeout": number_param("timeout", params.get("timeout", self.timeout), 0.0,
                                     above=True),
@@ -185,11 +226,13 @@ class OriginQBackend(GateModelBackend):
         coupled here, so ``group_size`` does not change the plan)."""
         params = params or {}
         enc = self.row_encoding(params)
-        _, available = self.cloud_backend(str(params.get("chip", self.chip)))
+        chip = self.chip_name(params)
+        _, available = self.cloud_backend(chip)
         jobs = self.plan(np.full(batch, top_k), top_k, enc, available)
         programs = sum(len(job) for job in jobs)
         billed = shots(params, num_reads)
-        return {"rows_per_call": float(max(sum(map(len, job)) for job in jobs)),
+        return {"chip": chip, "available_qubits": float(available),
+                "rows_per_call": float(max(sum(map(len, job)) for job in jobs)),
                 "rows_per_program": float(max(len(rows) for job in jobs for rows in job)),
                 "calls_per_step": float(len(jobs)), "calls": float(len(jobs) * steps),
                 "programs": float(programs * steps), "shots": float(programs * billed * steps),

@@ -24,12 +24,28 @@ from typing import Any
 import numpy as np
 
 from .gate_model import GateNoise, counts_bits, sdk
-from .originq import DEFAULT_CHIP, OriginQBackend
+from .originq import OriginQBackend
 from .qpanda import MAX_SIM_QUBITS
 
-STANDIN_QUBITS = 72  # Origin Wukong's qubits
-# qubits unavailable in a published snapshot of Wukong (pyqpanda3 v0.1.1's changelog): 66 of 72
-STANDIN_OFFLINE = (18, 23, 42, 43, 49, 68)
+
+@dataclass(frozen=True)
+class StandInChip:
+    """A chip the stand-in cloud lists: its qubits, those unavailable, whether the service
+    lists it as available (docs/sources.md gives each figure's source)."""
+
+    qubits: int
+    offline: tuple[int, ...] = ()
+    available: bool = True
+
+
+#: The stand-in cloud's chips. "WK_C180": 180 qubits, the count users report for Origin's
+#: current chip (no published snapshot of its unavailable qubits: all available here, an
+#: estimate); "72": the 72-qubit Wukong with the unavailable qubits of a published snapshot
+#: (pyqpanda3 v0.1.1's changelog: 66 of 72), kept for comparison (users report it retired).
+STANDIN_CHIPS = {
+    "WK_C180": StandInChip(180),
+    "72": StandInChip(72, (18, 23, 42, 43, 49, 68)),
+}
 MAX_PART_QUBITS = MAX_SIM_QUBITS
 QUEUE_POLLS = 1  # polls answered QUEUING, then COMPUTING, before FINISHED
 COMPUTE_POLLS = 1
@@ -37,17 +53,17 @@ COMPUTE_POLLS = 1
 
 @dataclass
 class StandInChipInfo:
-    qubits: int = STANDIN_QUBITS
-    offline: tuple[int, ...] = STANDIN_OFFLINE
+    name: str
+    chip: StandInChip
 
     def available_qubits(self) -> list[int]:
-        return [q for q in range(self.qubits) if q not in self.offline]
+        return [q for q in range(self.chip.qubits) if q not in self.chip.offline]
 
     def qubits_num(self) -> int:
-        return self.qubits
+        return self.chip.qubits
 
     def chip_id(self) -> str:
-        return "standin-72"
+        return f"standin-{self.name}"
 
 
 @dataclass
@@ -124,7 +140,7 @@ class StandInBackend:
         return self.chip
 
     def chip_info(self) -> StandInChipInfo:
-        return StandInChipInfo()
+        return StandInChipInfo(self.chip, STANDIN_CHIPS[self.chip])
 
     def run(self, programs: list, shots: int, options: Any = None) -> StandInJob:
         service = self.service
@@ -164,7 +180,7 @@ class StandInCloudService:
         self.model = None if self.noise.ideal else self.noise.model()
 
     def backends(self) -> dict[str, bool]:
-        return {DEFAULT_CHIP: True}
+        return {name: chip.available for name, chip in STANDIN_CHIPS.items()}
 
     def backend(self, name: str) -> StandInBackend:
         if name not in self.backends():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dimod
 
 from ..errors import ConfigError
-from .base import TASKS, Backend
+from .base import DEFAULT_TOP_K, TASKS, Backend
 from .batched_sa import BatchedSABackend
 from .dimod_backends import (
     DimodBackend,
@@ -19,8 +19,8 @@ from .dimod_backends import (
     TreeBackend,
 )
 from .dwave import DWaveBackend
-from .dwave_mock import mock_backend
-from .dwave_noisy import noisy_backend
+from .dwave_mock import MockDWaveBackend
+from .dwave_noisy import NoisyDWaveBackend
 from .originq import OriginQBackend
 from .originq_mock import OriginQMockBackend
 from .qpanda import QPandaSimBackend
@@ -33,8 +33,8 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "exact": ExactBackend,
     "sqa": SQABackend,
     "dwave": DWaveBackend,
-    "dwave-mock": mock_backend,
-    "dwave-noisy": noisy_backend,
+    "dwave-mock": MockDWaveBackend,
+    "dwave-noisy": NoisyDWaveBackend,
     "qpanda-sim": QPandaSimBackend,
     "originq": OriginQBackend,
     "originq-mock": OriginQMockBackend,
@@ -51,12 +51,17 @@ def available_backends() -> list[str]:
     return list(_FACTORIES)
 
 
-def backend_defaults(name: str) -> tuple[tuple[str, ...], int | None]:
-    """What a command line defaults to for the registered backend ``name``, without building
-    it: the tasks it can do and its ``default_top_k`` (None: the config's), from its factory
-    where that is a `Backend` class (every task and None otherwise)."""
-    factory = _FACTORIES.get(name)
-    return getattr(factory, "tasks", TASKS), getattr(factory, "default_top_k", None)
+def backend_tasks(name: str) -> tuple[str, ...]:
+    """The tasks the registered backend ``name`` can do, without building it (from its factory
+    where that is a `Backend` class; every task otherwise)."""
+    return getattr(_FACTORIES.get(name), "tasks", TASKS)
+
+
+def default_top_k(spec: Any) -> int:
+    """The ``top_k`` of a config that gives none, on backend ``spec`` (a registered name or an
+    instance): its ``default_top_k``, else `DEFAULT_TOP_K`."""
+    source = _FACTORIES.get(spec) if isinstance(spec, str) else spec
+    return getattr(source, "default_top_k", None) or DEFAULT_TOP_K
 
 
 def check_backend(spec: Any) -> None:
@@ -71,11 +76,16 @@ def check_backend(spec: Any) -> None:
                           + "), a dimod.Sampler or a qsample Backend instance")
 
 
-def make_backend(spec: Any) -> Backend:
-    """A `Backend` for a registered name, a `Backend` instance, or any ``dimod.Sampler``."""
+def make_backend(spec: Any, params: Mapping[str, Any] | None = None) -> Backend:
+    """A `Backend` for a registered name, a `Backend` instance, or any ``dimod.Sampler``. A
+    named backend whose class declares `Backend.machine_params` is built for the machine those
+    keys of ``params`` (a config's ``backend_params``) choose."""
     check_backend(spec)
     if isinstance(spec, Backend):
         return spec
     if isinstance(spec, str):
-        return _FACTORIES[spec]()
+        factory = _FACTORIES[spec]
+        chosen = {key: params[key] for key in getattr(factory, "machine_params", ())
+                  if params and key in params}
+        return factory(**chosen)
     return DimodBackend(spec)

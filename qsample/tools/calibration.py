@@ -143,7 +143,7 @@ def calibrate(backend: str, *, mode: str = "boltzmann", k: int = 16, draws: int 
     fit beta_eff jointly over the shapes, and return the result plus the per-shape data for
     plots. In ``gumbel`` mode beta_eff measures how a missed ground state softens (< 1) or
     sharpens (> 1) the distribution; only a ``boltzmann`` result sets a backend's temperature."""
-    backend_obj = make_backend(backend)
+    backend_obj = make_backend(backend, (config or {}).get("backend_params"))
     settings = {"mode": mode, "backend": backend_obj, "top_k": k,
                 "temperature": temperature, "seed": seed, **(config or {})}
     start = time.perf_counter()
