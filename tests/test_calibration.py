@@ -60,14 +60,14 @@ def test_the_mock_qpu_confirms_its_beta_and_the_result_is_saved(monkeypatch, tmp
     assert result.beta_eff == pytest.approx(1.0, abs=0.25)  # chains and majority vote aside
     path = save_calibration(result)
     assert path.parent == tmp_path / "calibration"
-    saved = load_calibration("dwave", result.solver)
+    saved = load_calibration("dwave-mock", result.solver)
     calibrated = saved["backend_setting"]["beta_qpu_calibrated"]
     assert saved["beta_eff"] == result.beta_eff and calibrated == pytest.approx(6 * result.beta_eff)
 
-    from qsample.backends.dwave import DWaveBackend
-    from qsample.backends.dwave_mock import mock_sampler
+    from qsample.backends.dwave_mock import MockDWaveBackend
 
-    assert DWaveBackend(mock_sampler(), embedding_folder=tmp_path).beta_qpu == calibrated
+    assert MockDWaveBackend(embedding_folder=tmp_path).beta_qpu == calibrated
+    assert MockDWaveBackend(topology="pegasus", embedding_folder=tmp_path).beta_qpu == 6.0
 
 
 def test_calibrate_command_writes_table_json_and_plot(tmp_path, capsys):

@@ -196,9 +196,9 @@ def run_cloud(backend, rows=10, k=16, **params):
 
 def test_cloud_packs_rows_on_disjoint_qubits_and_asks_for_raw_counts():
     backend = cloud()
-    run, _ = run_cloud(backend, rows=10)
+    run, _ = run_cloud(backend, rows=10, chip="72")
     (submitted,) = backend.service.submitted  # one job for the step
-    assert submitted["programs"] == 3  # 66 available qubits hold 4 rows of 16
+    assert submitted["programs"] == 3  # the 72-qubit chip's 66 available hold 4 rows of 16
     assert submitted["shots"] == originq.MIN_SHOTS  # 8 reads, the service's minimum 10
     options = submitted["options"]
     assert options.amend_flag() == 0 and options.is_prob_counts() and options.is_mapping()
@@ -208,7 +208,7 @@ def test_cloud_packs_rows_on_disjoint_qubits_and_asks_for_raw_counts():
     assert (timing["jobs"], timing["programs"], timing["shots"]) == (1, 3, 30)
     assert timing["circuits"] == 10 and timing["queue_seconds"] >= 0
     binary = cloud()
-    run_cloud(binary, rows=10, encoding="binary")
+    run_cloud(binary, rows=10, encoding="binary", chip="72")
     assert binary.service.submitted[0]["programs"] == 1  # 16 rows of 4 qubits fit
 
 
@@ -269,8 +269,13 @@ def test_dry_run_counts_jobs_programs_and_shots(capsys):
     assert main(["generate", "x", "--backend", "originq-mock", "--dry-run", "--n", "10",
                  "--max-new-tokens", "5"]) == 0
     out = capsys.readouterr().out
-    assert "boltzmann/originq-mock, top_k=16" in out
-    assert "QPU calls: 5 (1 per step" in out and "15 programs" in out and "150 shots" in out
+    assert "boltzmann/originq-mock, top_k=16" in out and "chip WK_C180" in out
+    # the default chip's 180 qubits hold 11 rows of 16: one program a step
+    assert "QPU calls: 5 (1 per step" in out and "5 programs" in out and "50 shots" in out
+    assert main(["generate", "x", "--backend", "originq-mock", "--dry-run", "--n", "10",
+                 "--max-new-tokens", "5", "--param", "chip=72"]) == 0
+    out = capsys.readouterr().out  # the 72-qubit chip's 66 hold 4: three programs a step
+    assert "chip 72: 66 qubits available" in out and "15 programs" in out and "150 shots" in out
 
 
 def test_generate_runs_on_the_simulator(tiny_llama_dir, capsys):
