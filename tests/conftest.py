@@ -91,7 +91,7 @@ SLOW_MODULES = ("test_fidelity.py", "test_vllm_soak.py", "test_vllm_server.py",
                 "test_annealer_triton.py", "test_vllm_parallel.py", "test_vllm.py",
                 "test_vllm_coupling.py", "test_vllm_params.py",
                 "test_default_model.py", "test_ab.py", "test_ab_groups.py", "test_joint.py",
-                "test_dwave_noisy.py", "test_lm_eval.py")
+                "test_dwave_noisy.py", "test_qpu_models.py", "test_lm_eval.py")
 SLOW_CASES = ("-tree-", "-exact-", "-neal-")  # within test_fidelity.py, slowest backends first
 
 
