@@ -26,6 +26,7 @@ without replacement, whatever the arrival order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ class Continuation:
     seeds: np.ndarray
     taken: tuple[np.ndarray, ...]
 
+    @functools.cached_property
     def counts(self) -> np.ndarray:
         """int64 [B]: how many tokens each row's earlier siblings took."""
         return np.array([len(t) for t in self.taken], dtype=np.int64)

@@ -148,7 +148,7 @@ def coupled_groups(config: SamplerConfig, groups: Any, batch: int,
     numbered = coupling.number_groups(checked, singles=continuation is not None)
     if not (numbered >= 0).any():
         return None
-    earlier = continuation.counts() if continuation is not None else 0
+    earlier = continuation.counts if continuation is not None else 0
     if np.isinf(config.coupling) and (coupling.sizes(numbered) + earlier).max() > config.top_k:
         raise ConfigError("groups", groups, f"groups of at most top_k = {config.top_k} rows "
                           "with coupling 'distinct', counting the siblings of earlier calls "
@@ -168,7 +168,7 @@ def coupled_candidates(logits: torch.Tensor, config: SamplerConfig, groups: np.n
     step."""
     distinct = groups is not None and np.isinf(config.coupling)
     continued = continuation is not None and groups is not None
-    earlier = np.where(groups >= 0, continuation.counts(), 0) if continued else 0
+    earlier = np.where(groups >= 0, continuation.counts, 0) if continued else 0
     block = select_candidates(
         logits, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
         min_p=config.min_p, min_keep=coupling.sizes(groups) + earlier if distinct else None)

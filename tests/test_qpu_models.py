@@ -221,3 +221,14 @@ def test_the_dry_run_on_the_stand_in_names_the_chip(capsys):
                  "--max-new-tokens", "2"]) == 0
     out = capsys.readouterr().out
     assert "chip WK_C180: 180 qubits available" in out and "top_k=16" in out
+
+
+def test_a_machine_key_a_prebuilt_backend_cannot_honour_is_refused(tmp_path):
+    """A backend instance is built for one machine: a config asking it for another topology is
+    refused naming the key, never silently run on the instance's machine."""
+    backend = mock("pegasus", tmp_path)
+    QuantumSampler(SamplerConfig(backend=backend, top_k=K, backend_params={"topology": "pegasus"}))
+    with pytest.raises(ConfigError) as error:
+        QuantumSampler(SamplerConfig(backend=backend, top_k=K,
+                                     backend_params={"topology": "zephyr"}))
+    assert error.value.field == "backend_params.topology" and "'pegasus'" in str(error.value)

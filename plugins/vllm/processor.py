@@ -86,6 +86,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from vllm.logger import init_logger
+from vllm.utils.torch_utils import make_tensor_with_pad
 from vllm.v1.sample.logits_processor import BatchUpdate, process_dict_updates
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 from vllm.v1.sample.ops.penalties import apply_all_penalties
@@ -333,10 +334,10 @@ class RowSamplingCore:
                 row_seeds = qrng.combine(
                     np.array([requests[n].seed for n in members], np.uint64),
                     np.array([positions[n] for n in members], np.uint64))
-                groups, joint, continuation = self._groups(
-                    config, [requests[n] for n in members], [positions[n] for n in members])
-                block = self.penalise(logits.index_select(0, index[where]),
-                                      [requests[n] for n in members])
+                of_config = [requests[n] for n in members]
+                groups, joint, continuation = self._groups(config, of_config,
+                                                           [positions[n] for n in members])
+                block = self.penalise(logits.index_select(0, index[where]), of_config)
                 chosen = self._sample_group(config, block, row_seeds, groups, continuation)
                 if chosen is None:
                     continue
@@ -390,9 +391,9 @@ class RowSamplingCore:
                     ids[n] = UNCOUPLED
                 prefixes[n] = request.prefix_hash
             where = qrng.combine(prefixes, where)
-        groups = split_by_prefix(ids, where.view(np.int64), singles=True)
-        joint: list[JointKey] = [(int(i), int(w)) for i, w in zip(ids, where.view(np.int64),
-                                                                  strict=True)]
+        keys = where.view(np.int64)
+        groups = split_by_prefix(ids, keys, singles=True)
+        joint: list[JointKey] = [(int(i), int(w)) for i, w in zip(ids, keys, strict=True)]
         seeds = qrng.combine(np.array([request.group.seed for request in requests], np.uint64),
                              where)
         taken = tuple(self.joint.taken(key) if g >= 0 else np.zeros(0, np.int64)
@@ -498,11 +499,9 @@ class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
         if not rows:
             return block
         chosen = [requests[n] for n in rows]
-        vocab = block.shape[1]
-        prompts = [list(r.penalties.prompt) for r in chosen]
-        width = max(1, max(len(p) for p in prompts))
-        prompt = torch.tensor([p + [vocab] * (width - len(p)) for p in prompts],
-                              dtype=torch.int64, device=block.device)
+        # padded with the vocabulary size, which is no token, as vLLM pads its own
+        prompt = make_tensor_with_pad([list(r.penalties.prompt) for r in chosen],
+                                      pad=block.shape[1], dtype=torch.int64, device=block.device)
 
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=block.dtype, device=block.device)
@@ -513,7 +512,7 @@ class QSampleV1Processor(RowSamplingCore, V1LogitsProcessor):
             column([r.penalties.presence for r in chosen]),
             column([r.penalties.frequency for r in chosen]),
             column([r.penalties.repetition for r in chosen]),
-            [list(r.output_tokens) for r in chosen])
+            [r.output_tokens for r in chosen])
         return block.index_copy_(0, where, part)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:

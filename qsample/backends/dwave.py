@@ -82,6 +82,8 @@ DEFAULT_J_RANGE = (-1.0, 1.0)
 #: 5,760 qubits); docs/sources.md.
 TOPOLOGIES = {"zephyr": (12, 4), "pegasus": (16,)}
 DEFAULT_TOPOLOGY = "zephyr"
+#: The ``backend_params`` of a QPU call (besides the key that chooses the machine).
+CALL_PARAMS = ("chain_strength", "annealing_time", "max_retries", "beta_qpu")
 
 
 def solver_filter(solver: str | None) -> str | dict | None:
@@ -272,8 +274,8 @@ class DWaveBackend(Backend):
 
     name = "dwave"
     tasks = ("ground", "thermal")
-    params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu", "solver")
     machine_params = ("solver",)
+    params = CALL_PARAMS + machine_params
     couplings = True
 
     def __init__(self, sampler: Any = None, *, solver: str | None = None,
@@ -316,6 +318,13 @@ class DWaveBackend(Backend):
         """``beta_qpu``, ``chain_strength`` (None: uniform torque compensation of each call's
         problem) and ``max_retries``, ``backend_params`` over the constructor's; ``sample``:
         the QPU call's keyword arguments (auto-scaled for ``ground`` only)."""
+        for key in self.machine_params:
+            value = request.params.get(key)
+            if value is not None and value not in (self.topology_type, self.solver_id):
+                raise ConfigError(f"backend_params.{key}", value,
+                                  f"'{self.topology_type}' or '{self.solver_id}': this backend "
+                                  "was built for that machine (name the backend, not an "
+                                  "instance, to choose another)")
         params = {k: v for k, v in request.params.items() if k not in self.machine_params}
         return {
             "beta_qpu": float(params.pop("beta_qpu", self.beta_qpu)),

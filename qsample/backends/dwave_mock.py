@@ -9,7 +9,14 @@ import dimod
 import numpy as np
 
 from ..errors import ConfigError
-from .dwave import DEFAULT_TOPOLOGY, MAX_GROUP_PROPERTY, MAX_K_PROPERTY, TOPOLOGIES, DWaveBackend
+from .dwave import (
+    CALL_PARAMS,
+    DEFAULT_TOPOLOGY,
+    MAX_GROUP_PROPERTY,
+    MAX_K_PROPERTY,
+    TOPOLOGIES,
+    DWaveBackend,
+)
 
 MOCK_BETA_QPU = 6.0  # the mock's stand-in samples the programmed problem at this beta
 # Exact sampling of an embedded component costs exponentially in its treewidth: about K for a
@@ -115,8 +122,8 @@ class MockDWaveBackend(DWaveBackend):
 
     name = "dwave-mock"
     default_top_k = MOCK_DEFAULT_TOP_K
-    params = ("chain_strength", "annealing_time", "max_retries", "beta_qpu", "topology")
     machine_params = ("topology",)
+    params = CALL_PARAMS + machine_params
 
     def __init__(self, sampler: Any = None, *, topology: str = DEFAULT_TOPOLOGY,
                  **kwargs: Any) -> None:
