@@ -156,8 +156,9 @@ def test_bad_values_get_http_400_naming_the_key(server):
     ({"qsample_backend": "dwave"}, "qsample_backend", "DWAVE_API_TOKEN"),
     pytest.param({"qsample_backend": "qpanda-sim", "qsample_top_k": 8}, "qsample_backend",
                  "only thermal", marks=NEEDS_PYQPANDA3),
-    pytest.param({"qsample_backend": "qpanda-sim", "qsample_mode": "boltzmann"},
-                 "qsample_top_k", "at most 20", marks=NEEDS_PYQPANDA3),
+    # an explicit K over the W state's limit (without one, qpanda-sim's default K 16 runs)
+    pytest.param({"qsample_backend": "qpanda-sim", "qsample_mode": "boltzmann",
+                  "qsample_top_k": 64}, "qsample_top_k", "at most 20", marks=NEEDS_PYQPANDA3),
     ({"qsample_backend": "originq", "qsample_mode": "boltzmann"}, "qsample_backend",
      "ORIGINQ_API_KEY"),
 ], ids=["tree-top-k", "exact-top-k", "tabu-boltzmann", "dwave-no-token", "qpanda-sim-gumbel",
