@@ -223,12 +223,19 @@ def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
         print(f"solver {cost['solver']}: {cost['topology']} topology")
     if "chip" in cost:
         print(f"chip {cost['chip']}: {cost['available_qubits']:.0f} qubits available")
+    if "device" in cost:
+        print(f"device {cost['device']}: {cost['device_qubits']:.0f} qubits; after "
+              f"transpilation a row's circuit has depth {cost['transpiled_depth']:.0f} and "
+              f"{cost['two_qubit_gates']:.0f} two-qubit gates")
     print(f"QPU calls: {cost['calls']:.0f} ({cost['calls_per_step']:.0f} per step, up to "
           f"{cost['rows_per_call']:.0f} rows packed per call)", end="")
     if "qpu_access_seconds" in cost:
         print(f"; estimated QPU access time {cost['qpu_access_seconds']:.3f} s "
               f"({1e3 * cost['qpu_access_seconds_per_call']:.1f} ms per call, from the "
               "solver's timing properties)")
+    elif "circuits" in cost:  # Qiskit: one job per step, the rows as parameter sets
+        print(f"; {cost['circuits']:.0f} circuits of {cost['qubits_per_row']:.0f} qubits, "
+              f"{cost['shots']:.0f} shots billed")
     else:  # a gate-model cloud bills programs and shots
         print(f"; {cost['programs']:.0f} programs (up to {cost['rows_per_program']:.0f} rows "
               f"of {cost['qubits_per_row']:.0f} qubits each), {cost['shots']:.0f} shots billed")

@@ -103,8 +103,8 @@ class SamplerConfig:
         backend: a registered backend name (``qsample.available_backends()``:
             ``"batched-sa"``, the default, ``"neal"``, ``"tabu"``, ``"tree"``, ``"exact"``,
             ``"sqa"``, ``"dwave"``, ``"dwave-mock"``, ``"dwave-noisy"``, ``"qpanda-sim"``,
-            ``"originq"``, ``"originq-mock"``), a `qsample.Backend` or any ``dimod.Sampler``
-            instance.
+            ``"originq"``, ``"originq-mock"``, ``"qiskit"``), a `qsample.Backend` or any
+            ``dimod.Sampler`` instance.
         top_k: at most this many candidates (the K of the QUBO); shrinks to V or to the number of
             finite logits. None: the backend's default (64, or a K it runs in reasonable time
             where it has a K limit: ``tree`` 16, ``exact`` 12, ``dwave-mock`` and

@@ -15,6 +15,8 @@ reject the negative controls: argmax, uniform over the candidates, softmax at a 
 temperature, qsample at a wrong temperature, and an annealer chain too short to mix.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -141,24 +143,29 @@ def test_annealer_controls_are_rejected(shape):
     assert fit.p_value < ALPHA, fit
 
 
-# Gate-model backends (pyqpanda3): the ideal simulator in both encodings at K in {8, 16}, and
-# the cloud path on its offline stand-in (fewer draws: it simulates every program).
+# Gate-model backends: the ideal simulators (pyqpanda3's and Qiskit's Aer) in both encodings at
+# K in {8, 16}, and Origin's cloud path on its offline stand-in (fewer draws: it simulates every
+# program).
 CLOUD_DRAWS = 5_000
 GATE_MODEL = (
     [("qpanda-sim", enc, shape, k) for enc in ("onehot", "binary")
      for shape in ("flat", "peaked") for k in (8, 16)]
     + [("originq-mock", "onehot", "peaked", 8), ("originq-mock", "binary", "flat", 16)]
+    + [("qiskit", enc, shape, k) for enc in ("onehot", "binary")
+       for shape in ("flat", "peaked") for k in (8, 16)]
 )
+SDK = {"qiskit": "qiskit_aer"}  # the module each backend needs (pyqpanda3 otherwise)
+SIMULATORS = {"qpanda-sim": "qpanda", "qiskit": "qiskit_sampler"}  # the module of each
 
 
 @pytest.mark.statistical
 @pytest.mark.parametrize("backend, encoding, shape, k", GATE_MODEL,
                          ids=[f"{b}-{e}-{s}-K{k}" for b, e, s, k in GATE_MODEL])
 def test_gate_model_faithful_to_softmax_over_candidates(backend, encoding, shape, k):
-    pytest.importorskip("pyqpanda3")
+    pytest.importorskip(SDK.get(backend, "pyqpanda3"))
     config = SamplerConfig(mode="boltzmann", backend=backend, top_k=k, temperature=TEMPERATURE,
                            seed=2024, backend_params={"encoding": encoding})
-    draws = DRAWS if backend == "qpanda-sim" else CLOUD_DRAWS
+    draws = DRAWS if backend in SIMULATORS else CLOUD_DRAWS
     result = measure(config, reference_logits(shape, k), draws)
     record(f"boltzmann/{backend}:{encoding}/{shape}/K={k}", result.fit)
     assert result.telemetry["fallback_rate"] == 0.0, result.telemetry
@@ -166,18 +173,18 @@ def test_gate_model_faithful_to_softmax_over_candidates(backend, encoding, shape
 
 
 @pytest.mark.statistical
+@pytest.mark.parametrize("backend", list(SIMULATORS))
 @pytest.mark.parametrize("encoding", ["onehot", "binary"])
-def test_gate_model_control_with_wrong_angles_is_rejected(encoding, monkeypatch):
-    """The same test rejects the simulator when its rotation angles are 5% too large."""
-    pytest.importorskip("pyqpanda3")
-    from qsample.backends import qpanda
-
-    exact = qpanda.tree_angles
-    monkeypatch.setattr(qpanda, "tree_angles",
+def test_gate_model_control_with_wrong_angles_is_rejected(backend, encoding, monkeypatch):
+    """The same test rejects each simulator when its rotation angles are 5% too large."""
+    pytest.importorskip(SDK.get(backend, "pyqpanda3"))
+    module = importlib.import_module(f"qsample.backends.{SIMULATORS[backend]}")
+    exact = module.tree_angles
+    monkeypatch.setattr(module, "tree_angles",
                         lambda probs, levels: [1.05 * a for a in exact(probs, levels)])
-    config = SamplerConfig(mode="boltzmann", backend="qpanda-sim", top_k=16,
+    config = SamplerConfig(mode="boltzmann", backend=backend, top_k=16,
                            temperature=TEMPERATURE, seed=2024,
                            backend_params={"encoding": encoding})
     fit = measure(config, reference_logits("flat", 16), DRAWS).fit
-    record(f"control qpanda-sim:{encoding} angles x1.05/flat/K=16", fit)
+    record(f"control {backend}:{encoding} angles x1.05/flat/K=16", fit)
     assert fit.p_value < ALPHA, fit

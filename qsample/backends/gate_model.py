@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -113,8 +113,25 @@ def uniformly_controlled_angles(alpha: np.ndarray) -> np.ndarray:
     return alpha @ signs / size
 
 
+class Gate(NamedTuple):
+    """One gate of a row's circuit, independent of the SDK that runs it.
+
+    Attributes:
+        name: ``"x"``, ``"ry"`` or ``"cx"`` (CNOT).
+        qubits: the target (``x``, ``ry``) or (control, target) (``cx``).
+        angle: for ``ry``, the index of its angle in the row's `Encoding.ry_angles`; else -1.
+    """
+
+    name: str
+    qubits: tuple[int, ...]
+    angle: int = -1
+
+
 class Encoding:
-    """How candidate i is written on qubits (module docstring).
+    """How candidate i is written on qubits (module docstring). A row's circuit is its
+    `layout` (which gates act on which qubits: fixed by K and the tree's depth) with the RY
+    angles of `ry_angles` (the row's distribution) filled in, so a circuit compiled once per
+    layout runs every row as parameter values.
 
     Attributes:
         name: ``"onehot"`` or ``"binary"``.
@@ -135,15 +152,31 @@ class Encoding:
         """The most candidates ``qubits`` qubits hold."""
         raise NotImplementedError
 
-    def gates(self, angles: list[np.ndarray], k: int, offset: int = 0) -> list[Any]:
-        """pyqpanda3 gates preparing one row's state on qubits offset .. offset + qubits(k) - 1
-        from its level angles (``tree_angles`` of the row: level l's [2^l])."""
+    def layout(self, k: int, levels: int, offset: int = 0) -> list[Gate]:
+        """The gates preparing a row of ``k`` candidates, from a tree of ``levels``, on qubits
+        offset .. offset + row_qubits(k, levels) - 1."""
+        raise NotImplementedError
+
+    def ry_angles(self, angles: list[np.ndarray], k: int) -> np.ndarray:
+        """The RY angles [B, P] of `layout` (k, len(angles)) for rows whose level angles are
+        ``angles`` (`tree_angles`: level l's [B, 2^l])."""
         raise NotImplementedError
 
     def states(self, bits: np.ndarray, k: int, width: int) -> np.ndarray:
         """One-hot reads int8 [R, width] of measured bits uint8 [R, qubits(k)] (bit q: qubit q);
         an invalid outcome gives an all-zero read."""
         raise NotImplementedError
+
+
+def _splits(k: int, levels: int) -> list[tuple[int, int, int]]:
+    """The onehot tree's splits, in gate order: (level, node j, first slot lo) of each node
+    whose right half starts at a candidate (mid < k)."""
+    out = []
+    for level in range(levels):
+        span = 1 << (levels - level)
+        out += [(level, j, j * span) for j in range(1 << level)
+                if j * span + span // 2 < k]
+    return out
 
 
 class OneHotEncoding(Encoding):
@@ -158,21 +191,20 @@ class OneHotEncoding(Encoding):
     def largest(self, qubits: int) -> int:
         return qubits
 
-    def gates(self, angles: list[np.ndarray], k: int, offset: int = 0) -> list[Any]:
-        core = sdk()
-        levels = len(angles)
-        out = [core.X(offset)]
-        for level, thetas in enumerate(angles):
-            span = 1 << (levels - level)
-            for j, theta in enumerate(thetas):
-                lo, mid = j * span, j * span + span // 2
-                if mid >= k:
-                    continue
-                a, b = offset + lo, offset + mid
-                half = float(theta) / 2.0
-                out += [core.RY(b, half), core.CNOT(a, b), core.RY(b, -half), core.CNOT(a, b),
-                        core.CNOT(b, a)]
+    def layout(self, k: int, levels: int, offset: int = 0) -> list[Gate]:
+        out = [Gate("x", (offset,))]
+        for n, (level, _, lo) in enumerate(_splits(k, levels)):
+            a, b = offset + lo, offset + lo + (1 << (levels - level - 1))
+            out += [Gate("ry", (b,), 2 * n), Gate("cx", (a, b)), Gate("ry", (b,), 2 * n + 1),
+                    Gate("cx", (a, b)), Gate("cx", (b, a))]
         return out
+
+    def ry_angles(self, angles: list[np.ndarray], k: int) -> np.ndarray:
+        splits = _splits(k, len(angles))
+        if not splits:
+            return np.zeros((angles[0].shape[0], 0))
+        half = np.stack([angles[level][:, j] for level, j, _ in splits], axis=1) / 2.0
+        return np.stack([half, -half], axis=2).reshape(half.shape[0], -1)
 
     def states(self, bits: np.ndarray, k: int, width: int) -> np.ndarray:
         out = np.zeros((bits.shape[0], width), dtype=np.int8)
@@ -192,22 +224,28 @@ class BinaryEncoding(Encoding):
     def largest(self, qubits: int) -> int:
         return 1 << qubits
 
-    def gates(self, angles: list[np.ndarray], k: int, offset: int = 0) -> list[Any]:
-        core = sdk()
-        out = [core.RY(offset, float(angles[0][0]))]
-        for level in range(1, len(angles)):
+    def layout(self, k: int, levels: int, offset: int = 0) -> list[Gate]:
+        out = [Gate("ry", (offset,), 0)]
+        index = 1
+        for level in range(1, levels):
             states = np.arange(1 << level)
-            # the tree numbers prefixes with qubit 0 the most significant digit; the control
-            # state x has qubit m as bit m
-            alpha = angles[level][_bit_reverse(states, level)]
-            theta = uniformly_controlled_angles(alpha)
             gray = _gray(states)
             flips = gray ^ _gray((states + 1) % (1 << level))  # the bit each CNOT toggles
-            target = offset + level
             for i in range(1 << level):
                 control = int(flips[i]).bit_length() - 1
-                out += [core.RY(target, float(theta[i])), core.CNOT(offset + control, target)]
+                out += [Gate("ry", (offset + level,), index),
+                        Gate("cx", (offset + control, offset + level))]
+                index += 1
         return out
+
+    def ry_angles(self, angles: list[np.ndarray], k: int) -> np.ndarray:
+        out = [angles[0][:, :1]]
+        for level in range(1, len(angles)):
+            # the tree numbers prefixes with qubit 0 the most significant digit; the control
+            # state x has qubit m as bit m
+            alpha = angles[level][:, _bit_reverse(np.arange(1 << level), level)]
+            out.append(uniformly_controlled_angles(alpha))
+        return np.concatenate(out, axis=1)
 
     def states(self, bits: np.ndarray, k: int, width: int) -> np.ndarray:
         n = bits.shape[1]
@@ -232,9 +270,16 @@ def encoding(name: Any) -> Encoding:
 
 def row_program(enc: Encoding, angles: list[np.ndarray], row: int, k: int, offset: int = 0):
     """The gates of ``row`` (of the step's `tree_angles`) as a pyqpanda3 ``QCircuit``."""
-    circuit = sdk().QCircuit()
-    for gate in enc.gates([level[row] for level in angles], k, offset):
-        circuit << gate
+    core = sdk()
+    values = enc.ry_angles([level[row:row + 1] for level in angles], k)[0]
+    circuit = core.QCircuit()
+    for gate in enc.layout(k, len(angles), offset):
+        if gate.name == "ry":
+            circuit << core.RY(gate.qubits[0], float(values[gate.angle]))
+        elif gate.name == "cx":
+            circuit << core.CNOT(*gate.qubits)
+        else:
+            circuit << core.X(gate.qubits[0])
     return circuit
 
 

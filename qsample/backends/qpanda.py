@@ -61,8 +61,13 @@ class GateModelBackend(Backend):
     default_top_k = DEFAULT_GATE_TOP_K
 
     def __init__(self, encoding_name: str = DEFAULT_ENCODING) -> None:
-        sdk(self.name)  # pyqpanda3 installed, or ConfigError now
+        self.require_sdk()
         self.encoding = encoding(encoding_name).name
+
+    def require_sdk(self) -> None:
+        """Raise `ConfigError` naming the backend now when its SDK is not installed
+        (pyqpanda3 here)."""
+        sdk(self.name)
 
     def qubit_budget(self, params: dict[str, Any]) -> int:
         """The most qubits one row may take with ``backend_params`` ``params``."""

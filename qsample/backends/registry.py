@@ -23,6 +23,7 @@ from .dwave_mock import MockDWaveBackend
 from .dwave_noisy import NoisyDWaveBackend
 from .originq import OriginQBackend
 from .originq_mock import OriginQMockBackend
+from .qiskit_sampler import QiskitBackend
 from .qpanda import QPandaSimBackend
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
@@ -38,6 +39,7 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
     "qpanda-sim": QPandaSimBackend,
     "originq": OriginQBackend,
     "originq-mock": OriginQMockBackend,
+    "qiskit": QiskitBackend,
 }
 
 
