@@ -224,8 +224,9 @@ def _dry_run(config, max_new_tokens: int, rows: int = 1) -> int:
     if "chip" in cost:
         print(f"chip {cost['chip']}: {cost['available_qubits']:.0f} qubits available")
     if "device" in cost:
-        print(f"device {cost['device']}: {cost['device_qubits']:.0f} qubits; after "
-              f"transpilation a row's circuit has depth {cost['transpiled_depth']:.0f} and "
+        compiled = "transpiled onto it" if cost["transpiled"] else "not transpiled (ideal)"
+        print(f"device {cost['device']}: {cost['device_qubits']:.0f} qubits; a row's circuit, "
+              f"{compiled}, has depth {cost['transpiled_depth']:.0f} and "
               f"{cost['two_qubit_gates']:.0f} two-qubit gates")
     print(f"QPU calls: {cost['calls']:.0f} ({cost['calls_per_step']:.0f} per step, up to "
           f"{cost['rows_per_call']:.0f} rows packed per call)", end="")

@@ -5,7 +5,8 @@ and read-out errors), transpiled onto each device and simulated by Aer under its
     .venv/bin/python scripts/qiskit_noise.py --json docs/bench/qiskit_noise.json
 
 For each (device, encoding, K): `qsample calibrate`'s measurement (flat and peaked logits at
-T = 0.8, ``--draws`` tokens each, ``--reads`` reads per row): TV before and after the
+T = 0.8, ``--draws`` tokens each, ``--wide-draws`` for noisy rows of more than 8 qubits,
+``--reads`` reads per row): TV before and after the
 temperature correction, the valid-read rate, β_eff with its 95% interval; and the compiled
 circuit's depth and two-qubit gates after transpilation onto the device. ``aer`` (the ideal
 simulator, not transpiled) is the reference row. Prints a table and writes the rows as JSON.
@@ -22,8 +23,9 @@ from qsample.backends import make_backend
 from qsample.backends.gate_model import ENCODINGS
 from qsample.tools.calibration import calibrate
 
-DEVICES = ("aer", "fake_fez", "fake_torino", "fake_sherbrooke")
+DEVICES = ("aer", "fake_kingston", "fake_torino", "fake_sherbrooke")
 KS = (4, 8, 16)
+WIDE_QUBITS = 8
 
 
 def main() -> None:
@@ -32,6 +34,9 @@ def main() -> None:
     parser.add_argument("--encodings", nargs="+", default=list(ENCODINGS))
     parser.add_argument("--k", type=int, nargs="+", default=list(KS))
     parser.add_argument("--draws", type=int, default=1000, help="tokens per logits shape")
+    parser.add_argument("--wide-draws", type=int, default=250,
+                        help=f"tokens per logits shape for rows of more than {WIDE_QUBITS} qubits "
+                        "on a noisy device (a noisy shot of 16 qubits takes ~0.1 s)")
     parser.add_argument("--reads", type=int, default=4, help="reads (shots) per row")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -44,8 +49,10 @@ def main() -> None:
                 params = {"device": device, "encoding": enc}
                 backend = make_backend("qiskit", params)
                 plan = backend.estimate(1, k, args.reads, 1, params=params)
+                wide = device != "aer" and plan["qubits_per_row"] > WIDE_QUBITS
+                draws = args.wide_draws if wide else args.draws
                 start = time.perf_counter()
-                result, _ = calibrate(backend, k=k, draws=args.draws,
+                result, _ = calibrate(backend, k=k, draws=draws,
                                       config={"backend_params": params,
                                               "num_reads": args.reads})
                 row = {"device": device, "encoding": enc, "k": k,

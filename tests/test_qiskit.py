@@ -274,3 +274,44 @@ def test_a_remote_device_runs_through_ibm_runtimes_sampler(device):
     timing = s.telemetry.summary()["backend_timing"]
     assert timing["jobs"] == 1 and timing["shots"] == 2 * 64
     assert timing["circuit_two_qubit_gates"] > 0
+
+
+def test_the_dry_run_names_the_device_and_the_transpiled_circuit(capsys):
+    from qsample.cli import main
+
+    assert main(["generate", "x", "--backend", "qiskit", "--dry-run", "--n", "3", "--top-k", "4",
+                 "--max-new-tokens", "5", "--param", f"device={SMALL_DEVICE}"]) == 0
+    out = capsys.readouterr().out
+    assert "boltzmann/qiskit, top_k=4" in out
+    assert f"device {SMALL_DEVICE}: 5 qubits; a row's circuit, transpiled onto it" in out
+    assert "QPU calls: 5 (1 per step" in out and "15 circuits of 4 qubits" in out
+
+
+def test_the_token_comes_from_the_environment_and_goes_nowhere_else(monkeypatch):
+    import qiskit_ibm_runtime
+
+    secret = "token-4f1c"
+    seen = []
+
+    def service(channel, token, instance):
+        seen.append((channel, token, instance))
+        return StandInService()
+
+    monkeypatch.setenv(TOKEN_VARIABLE, secret)
+    monkeypatch.setenv("QISKIT_IBM_INSTANCE", "crn:stand-in")
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", service)
+    run = QuantumSampler(SamplerConfig(mode="boltzmann", backend="qiskit", top_k=4, seed=1,
+                                       num_reads=16, backend_params={"device": "ibm_manila"}))
+    run.sample(torch.randn(1, 30, generator=torch.Generator().manual_seed(8)))
+    assert seen == [("ibm_quantum_platform", secret, "crn:stand-in")]
+    assert secret not in repr(vars(run.backend)) and secret not in str(
+        list(run.telemetry.records()))
+
+
+def test_generate_runs_on_the_qiskit_backend(tiny_llama_dir, capsys):
+    from qsample.cli import main
+
+    assert main(["generate", "Once upon a time", "--model", str(tiny_llama_dir),
+                 "--backend", "qiskit", "--max-new-tokens", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "boltzmann/qiskit" in err and "0 fallbacks" in err

@@ -95,6 +95,24 @@ def test_an_allowed_backend_that_cannot_run_the_request_is_refused_at_admission(
     assert caught.value.key == key
 
 
+def test_a_remote_qiskit_device_without_its_token_is_refused_at_admission(tmp_path,
+                                                                          monkeypatch):
+    """An operator serving IBM Quantum through `qiskit` names the device in its defaults; the
+    token comes from the environment only, and without it a request is refused naming the
+    variable (HTTP 400 over the server, as test_vllm_server checks for originq)."""
+    pytest.importorskip("qiskit_aer")
+    path = tmp_path / "operator.json"
+    path.write_text(json.dumps({"defaults": {"backend": "qiskit", "mode": "boltzmann",
+                                             "backend_params": {"device": "ibm_fez"}},
+                                "allowed_backends": ["qiskit"]}))
+    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
+    plugin.reset_operator_config()
+    with pytest.raises(plugin.QSampleRequestError, match="QISKIT_IBM_TOKEN") as caught:
+        QSampleVLLMProcessor.validate_params(params(qsample=1))
+    assert caught.value.key == "qsample_backend"
+
+
 def test_the_annealing_cost_per_step_is_capped_per_backend():
     # the old field caps allowed neal at top_k 256 x 32 reads x 2000 sweeps (7x a neighbour)
     with pytest.raises(ValueError, match=r"cost per step.*exceeds this server's cap of 500000"):

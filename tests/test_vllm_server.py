@@ -35,7 +35,10 @@ REQUEST_SECONDS = 60
 MIDDLEWARE = "qsample.plugins.vllm.admission_middleware"
 NEEDS_PYQPANDA3 = pytest.mark.skipif(importlib.util.find_spec("pyqpanda3") is None,
                                      reason="pyqpanda3 (qsample[origin]) is not installed")
-ALLOWED_BACKENDS = ["batched-sa", "neal", "tree", "exact", "tabu", "dwave", "qpanda-sim", "originq"]
+NEEDS_QISKIT = pytest.mark.skipif(importlib.util.find_spec("qiskit_aer") is None,
+                                  reason="qiskit-aer (qsample[qiskit]) is not installed")
+ALLOWED_BACKENDS = ["batched-sa", "neal", "tree", "exact", "tabu", "dwave", "qpanda-sim", "originq",
+                    "qiskit"]
 
 
 class Server(NamedTuple):
@@ -125,11 +128,12 @@ def test_completions_opt_in_per_request_and_are_reproducible(server):
     assert other != first
 
 
-@NEEDS_PYQPANDA3
-def test_gate_model_simulator_serves_reproducible_requests(server):
-    """qpanda-sim inside the engine: the ideal simulator's reads are drawn from the row keys,
-    so a seed decides the text."""
-    xargs = {"qsample_backend": "qpanda-sim", "qsample_mode": "boltzmann", "qsample_top_k": 8,
+@pytest.mark.parametrize("backend", [pytest.param("qpanda-sim", marks=NEEDS_PYQPANDA3),
+                                     pytest.param("qiskit", marks=NEEDS_QISKIT)])
+def test_gate_model_simulator_serves_reproducible_requests(server, backend):
+    """A gate-model simulator inside the engine: the ideal simulator's reads are drawn from the
+    row keys, so a seed decides the text."""
+    xargs = {"qsample_backend": backend, "qsample_mode": "boltzmann", "qsample_top_k": 8,
              "qsample_seed": 3}
     first, second = (complete(server.client, xargs).choices[0].text for _ in range(2))
     assert first == second and first
@@ -161,8 +165,12 @@ def test_bad_values_get_http_400_naming_the_key(server):
                   "qsample_top_k": 64}, "qsample_top_k", "at most 20", marks=NEEDS_PYQPANDA3),
     ({"qsample_backend": "originq", "qsample_mode": "boltzmann"}, "qsample_backend",
      "ORIGINQ_API_KEY"),
+    pytest.param({"qsample_backend": "qiskit", "qsample_mode": "gumbel"}, "qsample_backend",
+                 "only thermal", marks=NEEDS_QISKIT),
+    pytest.param({"qsample_backend": "qiskit", "qsample_mode": "boltzmann",
+                  "qsample_top_k": 32}, "qsample_top_k", "at most 20", marks=NEEDS_QISKIT),
 ], ids=["tree-top-k", "exact-top-k", "tabu-boltzmann", "dwave-no-token", "qpanda-sim-gumbel",
-        "qpanda-sim-top-k", "originq-no-key"])
+        "qpanda-sim-top-k", "originq-no-key", "qiskit-gumbel", "qiskit-top-k"])
 def test_an_allowed_backend_that_cannot_run_the_request_gets_http_400(server, xargs, key, words):
     with pytest.raises(openai.BadRequestError) as caught:
         complete(server.client, xargs)

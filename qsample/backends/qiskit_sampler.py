@@ -337,7 +337,9 @@ class QiskitBackend(GateModelBackend):
         enc = self.row_encoding(params)
         compiled = self.compiled(enc, top_k, tree_levels(top_k))
         shots = int(number_param("shots", params.get("shots", num_reads), num_reads))
-        return {"device": self.device, "device_qubits": float(self.qubit_budget(params)),
+        device_qubits = getattr(self.target, "num_qubits", None) or MAX_SIM_QUBITS
+        return {"device": self.device, "device_qubits": float(device_qubits),
+                "transpiled": self.target is not None,
                 "calls_per_step": 1.0, "calls": float(steps), "rows_per_call": float(batch),
                 "circuits": float(batch * steps), "shots": float(batch * shots * steps),
                 "qubits_per_row": float(enc.qubits(top_k)),
