@@ -97,6 +97,29 @@ def test_report_has_the_dose_response_section_and_plot(dose_run):
     assert len(saved["dose_response"]) == 2
 
 
+def test_a_listed_qsample_arm_is_a_point_of_its_own(tmp_path):
+    """A machine placed on the curve (a listed arm, no sweep) is a one-point series named after
+    the arm; the plain baseline is none."""
+    from qsample.evaluation.dose import dose_response, section
+
+    config = config_from_dict({"run": {"prompts": str(tmp_path / "p.txt")},
+                               "arms": [{"name": "plain", "kind": "plain"},
+                                        {"name": "machine", "mode": "boltzmann"}]})
+    fidelity = {"tv_mean": 0.05, "tv_noise_floor": 0.04, "ks_statistic": 0.02, "ks_p": 0.3,
+                "beta_eff": 0.97, "beta_low": 0.93, "beta_high": 1.01}
+    comparison = {"arm": "machine", "metric": "mean_logprob", "difference": -0.01,
+                  "low": -0.09, "high": 0.07, "p_adjusted": 1.0, "significant": False,
+                  "detectable": 0.12}
+    metrics = {"baseline": "plain", "comparisons": [comparison],
+               "arms": {"plain": {"fidelity": fidelity}, "machine": {"fidelity": fidelity}}}
+    (row,) = dose_response(metrics, config)
+    assert (row["sweep"], row["arm"], row["dose"]) == ("machine", "machine", None)
+    assert row["differences"]["mean_logprob"]["difference"] == -0.01 and not row["changed"]
+    table_row = next(line for line in section({**metrics, "dose_response": [row]})
+                     if line.startswith("| machine"))
+    assert table_row.startswith("| machine | - | 0.050 (0.040) |")
+
+
 def test_detectable_difference_is_the_power_formula():
     d = [0.0, 1.0, 2.0, 3.0]  # sd 1.29, 4 pairs: (1.96 + 0.84) * 1.29 / 2
     assert detectable_difference(__import__("numpy").array(d)) == pytest.approx(

@@ -37,6 +37,7 @@ Telemetry (``backend_timing``): ``jobs``, ``circuits`` (rows run), ``shots`` (bi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -105,9 +106,10 @@ def fake_devices() -> dict[str, type]:
     return out
 
 
+@functools.cache
 def fake_device(name: str):
-    """The fake IBM device ``name`` (`fake_devices`); `ConfigError` on
-    ``backend_params.device`` naming the ones there are."""
+    """The fake IBM device ``name`` (`fake_devices`), built once per process (read-only, shared
+    by its backends); `ConfigError` on ``backend_params.device`` naming the ones there are."""
     try:
         devices = fake_devices()
     except ImportError as exc:
@@ -139,11 +141,15 @@ def connect():
     return QiskitRuntimeService(channel=channel, token=token, instance=instance)
 
 
-def device_noise_errors(device) -> list[tuple[str, tuple[int, ...], Any]]:
-    """The device's gate errors (name, qubits, error) and read-out errors ("measure", qubits,
-    error) as Aer's ``NoiseModel.from_backend`` derives them from its target."""
+@functools.cache
+def device_noise_errors(name: str) -> list[tuple[str, tuple[int, ...], Any]]:
+    """The fake device ``name``'s gate errors (name, qubits, error) and read-out errors
+    ("measure", qubits, error) as Aer's ``NoiseModel.from_backend`` derives them from its
+    target; derived once per process (~5 s for a 156-qubit device), as every sampler of the
+    device (each `qsample ab` resampler, say) needs the same."""
     from qiskit_aer.noise.device import basic_device_gate_errors, basic_device_readout_errors
 
+    device = fake_device(name)
     gates = [(name, tuple(qubits), error) for name, qubits, error
              in basic_device_gate_errors(target=device.target)]
     readout = [("measure", tuple(qubits), error) for qubits, error
@@ -194,8 +200,10 @@ class QiskitBackend(GateModelBackend):
             transpiled).
         service: a ``QiskitRuntimeService`` for a remote device (default: `connect`).
         encoding_name: the default encoding (``backend_params.encoding`` overrides it).
-        timeout, poll_interval, max_retries: job polling and retries (``backend_params`` of the
-            same names override them).
+        timeout: seconds a job may take before it is cancelled (``backend_params.timeout``
+            overrides it, as the next two).
+        poll_interval: the longest pause between two polls of a job, seconds.
+        max_retries: retries of a failed submission or job.
         backoff: first retry delay, seconds, doubled per retry.
     """
 
@@ -214,7 +222,7 @@ class QiskitBackend(GateModelBackend):
         self.device_name = device
         self.timeout, self.poll_interval = timeout, poll_interval
         self.max_retries, self.backoff = max_retries, backoff
-        self._sampler, self._errors = sampler, None
+        self._sampler = sampler
         self._compiled: dict[tuple[str, int, int], Compiled] = {}
         if sampler is not None:
             self.target, self.kind = target, "sampler"
@@ -320,11 +328,9 @@ class QiskitBackend(GateModelBackend):
             return SamplerV2(mode=self.target)
         from qiskit_aer.primitives import SamplerV2
 
-        if self._errors is None:
-            self._errors = device_noise_errors(self.target)
         used = {circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits}
         return SamplerV2(options={"backend_options": {
-            "noise_model": noise_on(self.target, self._errors, used)}})
+            "noise_model": noise_on(self.target, device_noise_errors(self.device_name), used)}})
 
     # ---------------------------------------------------------------- planning
 

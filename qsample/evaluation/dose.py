@@ -1,6 +1,7 @@
-"""Dose-response of an A/B run's ``[[sweeps]]``: each swept arm's measured infidelity against
-its text metrics' differences from the baseline, and the smallest difference the run could
-detect at its sample size.
+"""Dose-response of an A/B run: each qsample arm's measured infidelity against its text
+metrics' differences from the baseline, and the smallest difference the run could detect at its
+sample size. A ``[[sweeps]]`` table's arms make one series along its knob; a listed qsample arm
+(a machine to place on the curve, say) is a series of one point, named after the arm.
 
 Infidelity is measured three ways per arm (`report.compute`): TV of re-sampled kept steps (with
 the noise floor a faithful sampler shows at that many draws), the KS statistic of the chosen
@@ -26,14 +27,16 @@ _FIDELITY = ("tv_mean", "tv_noise_floor", "ks_statistic", "ks_p", "beta_eff", "b
 
 
 def dose_response(metrics: dict[str, Any], config: ABConfig) -> list[dict[str, Any]]:
-    """One row per swept arm, per sweep in the config's order: ``sweep``, ``arm``, ``dose``,
+    """One row per qsample arm (and per swept arm, the baseline included where a sweep holds
+    it), in the config's order: ``sweep`` (the sweep's name, or a listed arm's own), ``arm``,
+    ``dose`` (the knob's value; None for a listed arm),
     its fidelity figures (``tv_mean``, ``tv_noise_floor``, ``ks_statistic``, ``ks_p``,
     ``beta_eff`` with ``beta_low``/``beta_high``) and ``differences[metric]`` (the comparison
     with the baseline; zeros for the baseline itself), ``changed`` naming the metrics that
     differ after Holm's correction."""
     rows = []
     for arm in config.arms:
-        if not arm.sweep or arm.name not in metrics["arms"]:
+        if arm.name not in metrics["arms"] or not (arm.sweep or arm.kind == "qsample"):
             continue
         fidelity = metrics["arms"][arm.name]["fidelity"]
         differences = {}
@@ -48,7 +51,7 @@ def dose_response(metrics: dict[str, Any], config: ABConfig) -> list[dict[str, A
                 differences[metric] = {k: c[k] for k in ("difference", "low", "high",
                                                           "p_adjusted", "significant",
                                                           "detectable")}
-        rows.append({"sweep": arm.sweep, "arm": arm.name, "dose": arm.dose,
+        rows.append({"sweep": arm.sweep or arm.name, "arm": arm.name, "dose": arm.dose,
                      **{k: fidelity.get(k, math.nan) for k in _FIDELITY},
                      "differences": differences,
                      "changed": [m for m, d in differences.items() if d["significant"]]})
@@ -69,14 +72,19 @@ def threshold(rows: list[dict[str, Any]], sweep: str) -> dict[str, Any]:
             "unchanged_up_to": below[-1]["tv_mean"] if below else None}
 
 
+def dose_label(row: dict[str, Any], listed: str = "-") -> str:
+    """A row's knob value, or ``listed`` for a listed arm (no knob)."""
+    return listed if row["dose"] is None else f"{row['dose']:g}"
+
+
 def section(metrics: dict[str, Any]) -> list[str]:
-    """The report's "Dose-response" section (none without sweeps)."""
+    """The report's "Dose-response" section (none without qsample arms)."""
     rows = metrics.get("dose_response") or []
     if not rows:
         return []
     base = metrics["baseline"]
     lines = ["", "## Dose-response", "",
-             "Each swept arm's measured infidelity (TV of re-sampled kept steps, its noise "
+             "Each qsample arm's measured infidelity (TV of re-sampled kept steps, its noise "
              "floor, the PIT's KS statistic, beta_eff with its 95% profile-likelihood interval; "
              f"1 is faithful) against its text differences from {base} (95% bootstrap interval; "
              "**bold**: different after Holm). ± is the smallest difference this run detects "
@@ -95,7 +103,7 @@ def section(metrics: dict[str, Any]) -> list[str]:
             if math.isfinite(d["detectable"]):
                 text += f" ±{d['detectable']:.2g}"
             cells.append(f"**{text}**" if d["significant"] else text)
-        lines.append(f"| {r['sweep']} | {r['dose']:g} | {r['tv_mean']:.3f} "
+        lines.append(f"| {r['sweep']} | {dose_label(r)} | {r['tv_mean']:.3f} "
                      f"({r['tv_noise_floor']:.3f}) | {r['ks_statistic']:.3f} | "
                      f"{r['beta_eff']:.3f} [{r['beta_low']:.3f}, {r['beta_high']:.3f}] | "
                      + " | ".join(cells) + " |")
@@ -115,7 +123,7 @@ def section(metrics: dict[str, Any]) -> list[str]:
 
 
 def plot(metrics: dict[str, Any], out: Path) -> None:
-    """``out/dose-response.png`` of one run (`plot_rows`); nothing without sweeps."""
+    """``out/dose-response.png`` of one run (`plot_rows`); nothing without qsample arms."""
     rows = metrics.get("dose_response") or []
     if rows:
         plot_rows(rows, metrics["baseline"], out / "dose-response.png")
@@ -136,7 +144,7 @@ def plot_studies(folders: list[Path], path: Path) -> None:
 
 
 def plot_rows(rows: list[dict[str, Any]], baseline: str, path: Path) -> None:
-    """One panel per `DOSE_METRICS` entry: each swept arm's difference from the baseline (95%
+    """One panel per `DOSE_METRICS` entry: each arm's difference from the baseline (95%
     interval, labelled with its dose; red: different after Holm) against its TV, one colour
     per sweep, the shaded band the median detectable difference of the sweep's arms."""
     import matplotlib
@@ -160,7 +168,7 @@ def plot_rows(rows: list[dict[str, Any]], baseline: str, path: Path) -> None:
                             for _, d in points]).T
             ax.errorbar(x, y, yerr=err, fmt="o-", color=f"C{colour}", label=sweep, ms=4, lw=1)
             for (r, d), xi, yi in zip(points, x, y, strict=True):
-                ax.annotate(f"{r['dose']:g}", (xi, yi), fontsize=6, xytext=(2, 2),
+                ax.annotate(dose_label(r, ""), (xi, yi), fontsize=6, xytext=(2, 2),
                             textcoords="offset points",
                             color="C3" if d["significant"] else "k")
             band = np.nanmedian([d["detectable"] for _, d in points])
