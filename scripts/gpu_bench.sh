@@ -6,7 +6,7 @@
 # without qsample. Targets: step <= 1.5x the floor at B = 256, generation >= 0.97x plain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/qsample bench --device cuda --batch 1 64 256 --k 16 64 256 \
+.venv/bin/qsample bench --device cuda --batch 1 64 256 --top-k 16 64 256 \
     --combos gumbel/batched-sa boltzmann/batched-sa --repeats 50 \
     --json docs/bench/gpu_step.json
 # generation tokens/s with and without qsample on the GPU (target >= 0.97x plain)

@@ -6,7 +6,7 @@ and read-out errors), transpiled onto each device and simulated by Aer under its
 
 For each (device, encoding, K): `qsample calibrate`'s measurement (flat and peaked logits at
 T = 0.8, ``--draws`` tokens each, ``--wide-draws`` for noisy rows of more than 8 qubits,
-``--reads`` reads per row): TV before and after the
+``--num-reads`` reads per row): TV before and after the
 temperature correction, the valid-read rate, β_eff with its 95% interval; and the compiled
 circuit's depth and two-qubit gates after transpilation onto the device. ``aer`` (the ideal
 simulator, not transpiled) is the reference row. Prints a table and writes the rows as JSON.
@@ -32,12 +32,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=list(DEVICES))
     parser.add_argument("--encodings", nargs="+", default=list(ENCODINGS))
-    parser.add_argument("--k", type=int, nargs="+", default=list(KS))
+    parser.add_argument("--top-k", type=int, nargs="+", default=list(KS))
     parser.add_argument("--draws", type=int, default=1000, help="tokens per logits shape")
     parser.add_argument("--wide-draws", type=int, default=250,
                         help=f"tokens per logits shape for rows of more than {WIDE_QUBITS} qubits "
                         "on a noisy device (a noisy shot of 16 qubits takes ~0.1 s)")
-    parser.add_argument("--reads", type=int, default=4, help="reads (shots) per row")
+    parser.add_argument("--num-reads", type=int, default=4, help="reads (shots) per row")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
@@ -45,23 +45,23 @@ def main() -> None:
           f"{'TV corr':>7s} {'valid':>6s} {'beta_eff [95%]':>22s} {'s':>6s}")
     for device in args.devices:
         for enc in args.encodings:
-            for k in args.k:
+            for k in args.top_k:
                 params = {"device": device, "encoding": enc}
                 backend = make_backend("qiskit", params)
-                plan = backend.estimate(1, k, args.reads, 1, params=params)
+                plan = backend.estimate(1, k, args.num_reads, 1, params=params)
                 wide = device != "aer" and plan["qubits_per_row"] > WIDE_QUBITS
                 draws = args.wide_draws if wide else args.draws
                 start = time.perf_counter()
                 result, _ = calibrate(backend, k=k, draws=draws,
                                       config={"backend_params": params,
-                                              "num_reads": args.reads})
+                                              "num_reads": args.num_reads})
                 row = {"device": device, "encoding": enc, "k": k,
                        "depth": plan["transpiled_depth"],
                        "two_qubit_gates": plan["two_qubit_gates"],
                        "tv": result.tv_before, "tv_corrected": result.tv_after,
                        "valid_read_rate": result.valid_read_rate, "beta_eff": result.beta_eff,
                        "beta_low": result.beta_low, "beta_high": result.beta_high,
-                       "draws": result.draws, "reads": args.reads,
+                       "draws": result.draws, "reads": args.num_reads,
                        "seconds": time.perf_counter() - start}
                 rows.append(row)
                 print(f"{device:16s} {enc:8s} {k:3d} {row['depth']:6.0f} "

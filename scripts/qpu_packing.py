@@ -27,7 +27,7 @@ MANY_ROWS = 100_000  # more rows than any call holds: the call is full
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--k", type=int, nargs="+", default=list(KS))
+    parser.add_argument("--top-k", type=int, nargs="+", default=list(KS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
@@ -35,7 +35,7 @@ def main() -> None:
         for topology in TOPOLOGIES:
             backend = MockDWaveBackend(topology=topology, embedding_folder=folder)
             qubits = len(backend.sampler.to_networkx_graph())
-            for k in args.k:
+            for k in args.top_k:
                 start = time.perf_counter()
                 cliques = backend.packing.cliques(k, MANY_ROWS)
                 chains = np.array([len(chain) for clique in cliques for chain in clique.values()])

@@ -104,6 +104,9 @@ def pytest_collection_modifyitems(config, items):
         return rank, case
 
     items.sort(key=cost_rank)  # stable: the order within a module is kept otherwise
+    for item in items:  # `make test-fast` leaves these modules out (-m "not slow")
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_sessionstart(session):

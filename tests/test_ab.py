@@ -32,7 +32,8 @@ def tiny_config(prompts_file, samples=4, tokens=10):
         "sampling": {"temperature": 0.8, "top_k": 16},
         "arms": [
             {"name": "plain", "kind": "plain"},
-            {"name": "plain again", "kind": "plain"},
+            # the baseline again with its own seed: independent draws from the same distribution
+            {"name": "plain again", "kind": "plain", "seed": 99},
             {"name": "gumbel", "kind": "qsample", "mode": "gumbel"},
             {"name": "distorted", "kind": "qsample", "mode": "gumbel", "temperature": 1.6,
              "target_temperature": 0.8},
@@ -63,8 +64,14 @@ def verdicts(metrics, arm):
 
 
 def test_the_baseline_under_another_name_is_indistinguishable(ab_run):
-    _, _, _, _, metrics = ab_run
-    assert not any(c["significant"] for c in verdicts(metrics, "plain again").values())
+    _, _, _, records, metrics = ab_run
+    again = verdicts(metrics, "plain again")
+    assert not any(c["significant"] for c in again.values())
+    # a replicate, not a copy: other texts, so the comparison had differences to judge
+    texts = {(r["arm"], r["prompt_index"], r["sample"]): r["text"] for r in records}
+    assert sum(texts["plain", p, s] != texts["plain again", p, s]
+               for _, p, s in texts if _ == "plain") >= len(texts) // 8
+    assert any(c["difference"] != 0 for c in again.values())
     assert metrics["arms"]["plain again"]["fidelity"]["ks_p"] >= ALPHA
     assert metrics["arms"]["plain"]["fidelity"]["ks_p"] >= ALPHA
 
@@ -126,12 +133,14 @@ def test_a_rerun_resumes_and_skips_finished_samples(ab_run):
     assert len(calls) == 3
 
 
-def test_same_prompts_and_seeds_in_every_arm(ab_run):
+def test_same_prompts_and_seeds_in_every_arm_but_a_replicate(ab_run):
     _, _, _, records, _ = ab_run
-    seeds = {}
+    seeds, replicate = {}, {}
     for r in records:
-        seeds.setdefault((r["prompt_index"], r["sample"]), set()).add(r["seed"])
+        into = replicate if r["arm"] == "plain again" else seeds  # the arm with its own seed
+        into.setdefault((r["prompt_index"], r["sample"]), set()).add(r["seed"])
     assert all(len(s) == 1 for s in seeds.values())
+    assert all(replicate[key].isdisjoint(seeds[key]) for key in seeds)
 
 
 # ------------------------------------------------------------------ units
@@ -256,3 +265,17 @@ def test_vllm_engine_runs_the_same_harness(tiny_llama_dir, tmp_path, vllm_cache)
     gumbel = [r for r in records if r["arm"] == "gumbel"]
     assert all(np.isfinite(r["logprob"]).all() and len(r["pit"]) == len(r["token_ids"])
                for r in gumbel)
+
+
+def test_a_metric_with_no_values_gets_no_verdict():
+    """A task with no answers has no accuracy: n/a, not "indistinguishable"."""
+    from qsample.evaluation.report import comparison_table
+
+    nan = float("nan")
+    empty = {"arm": "a", "metric": "accuracy", "difference": nan, "low": nan, "high": nan,
+             "p_value": nan, "p_adjusted": nan, "significant": False}
+    measured = {**empty, "metric": "distinct_2", "difference": 0.01, "low": -0.02,
+                "high": 0.03, "p_value": 0.6, "p_adjusted": 1.0}
+    no_values, values = comparison_table([empty, measured])[2:]
+    assert "n/a" in no_values and "indistinguishable" not in no_values
+    assert "statistically indistinguishable" in values

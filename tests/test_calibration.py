@@ -72,7 +72,7 @@ def test_the_mock_qpu_confirms_its_beta_and_the_result_is_saved(monkeypatch, tmp
 
 def test_calibrate_command_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "cal"
-    assert main(["calibrate", "--backend", "batched-sa", "sqa", "--k", "8", "--draws", "600",
+    assert main(["calibrate", "--backend", "batched-sa", "sqa", "--top-k", "8", "--draws", "600",
                  "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "beta_eff" in table and "sqa" in table

@@ -10,7 +10,7 @@ from qsample.cli import main
 
 def test_bench_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--batch", "1", "4", "--k", "8", "--vocab", "500", "--repeats", "1",
+    code = main(["bench", "--batch", "1", "4", "--top-k", "8", "--vocab", "500", "--repeats", "1",
                  "--combos", "gumbel/neal", "boltzmann/exact", "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
@@ -28,8 +28,8 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
 
 def test_bench_anneal_compares_batched_sa_with_neal_on_the_same_problems(tmp_path, capsys):
     out = tmp_path / "anneal.json"
-    assert main(["bench-anneal", "--batch", "1", "3", "--k", "8", "--reads", "2", "--sweeps", "20",
-                 "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert main(["bench-anneal", "--batch", "1", "3", "--top-k", "8", "--num-reads", "2",
+                 "--num-sweeps", "20", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
     assert "vs neal/row" in capsys.readouterr().out
     payload = json.loads(out.read_text())
     rows = payload["rows"]
@@ -43,14 +43,14 @@ def test_bench_anneal_compares_batched_sa_with_neal_on_the_same_problems(tmp_pat
 
 
 def test_bench_skips_combinations_a_backend_cannot_do(tmp_path, capsys):
-    code = main(["bench", "--batch", "1", "--k", "32", "--vocab", "100", "--repeats", "1",
+    code = main(["bench", "--batch", "1", "--top-k", "32", "--vocab", "100", "--repeats", "1",
                  "--combos", "gumbel/tree", "--json", str(tmp_path / "b.json")])
     assert code == 0
     assert "skip gumbel/tree K=32" in capsys.readouterr().err
 
 
 def test_bad_configuration_exits_2_naming_the_field(tmp_path, capsys):
-    code = main(["bench", "--batch", "1", "--k", "8", "--vocab", "100", "--repeats", "1",
+    code = main(["bench", "--batch", "1", "--top-k", "8", "--vocab", "100", "--repeats", "1",
                  "--combos", "sideways/neal", "--json", str(tmp_path / "b.json")])
     assert code == 2
     assert "mode='sideways'" in capsys.readouterr().err
@@ -58,7 +58,7 @@ def test_bad_configuration_exits_2_naming_the_field(tmp_path, capsys):
 
 def test_fidelity_command_prints_and_writes_the_fit(tmp_path, capsys):
     out = tmp_path / "fid.json"
-    code = main(["fidelity", "--mode", "gumbel", "--backend", "exact", "--k", "4",
+    code = main(["fidelity", "--mode", "gumbel", "--backend", "exact", "--top-k", "4",
                  "--shape", "peaked", "--draws", "400", "--json", str(out),
                  "--set", "num_reads=2"])
     assert code == 0
@@ -134,7 +134,7 @@ def test_warm_up_compiles_or_loads_every_annealer_kernel(capsys):
 def test_first_step_bench_reports_warm_up_apart_from_the_first_step(tmp_path):
     out = tmp_path / "first.json"
     assert main(["bench-first-step", "--combos", "gumbel/batched-sa", "--repeats", "2",
-                 "--k", "8", "--json", str(out)]) == 0
+                 "--top-k", "8", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["warm_up_ms"] > 0 and row["first_step_ms"] > 0 and row["step_ms"] > 0
     assert set(row) >= {"import_ms", "first_step_within_target"}
@@ -147,7 +147,7 @@ def test_bench_sparse_writes_table_and_json(tmp_path, capsys, monkeypatch):
              + [dimod.generators.ran_r(1, 30, seed=3)]}
     monkeypatch.setattr(anneal_bench, "sparse_cases", lambda seed=0: small)
     out = tmp_path / "sparse.json"
-    assert main(["bench-sparse", "--reads", "2", "--sweeps", "10", "--repeats", "1",
+    assert main(["bench-sparse", "--num-reads", "2", "--num-sweeps", "10", "--repeats", "1",
                  "--threads", "1", "--json", str(out)]) == 0
     assert "vs neal" in capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
@@ -184,3 +184,58 @@ def test_interleaved_summary_ratios_are_per_group():
     assert q["median_s"] == 12.5 and q["tokens_per_s"] == 80.0
     with pytest.raises(ValueError, match="rounds"):
         interleaved_summary({"plain": rounds["plain"], "q": rounds["q"][:2]}, "plain")
+
+
+#: Other names for SamplerConfig's fields that no command may use.
+SYNONYMS = {"k": "top_k", "reads": "num_reads", "sweeps": "num_sweeps", "temp": "temperature"}
+
+
+def sampler_flags():
+    """(command, flag, action, field) of every option of every command that names a
+    SamplerConfig field or a synonym of one."""
+    import argparse
+    import dataclasses
+
+    from qsample import SamplerConfig
+    from qsample.cli import build_parser
+
+    fields = {f.name: f for f in dataclasses.fields(SamplerConfig)}
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+    for command, parser in commands.items():
+        for action in parser._actions:
+            for flag in action.option_strings:
+                name = flag.lstrip("-").replace("-", "_")
+                if name in fields or name in SYNONYMS:
+                    yield command, flag, action, fields.get(name)
+
+
+def differs(action, field) -> bool:
+    """Whether a flag's default is another value than the SamplerConfig field's (a list of
+    values to sweep, as ``--top-k 16 64`` of the benchmarks, is not one setting)."""
+    import dataclasses
+
+    if action.default is None or (action.nargs in ("+", "*") and field.name != "beta_range"):
+        return False
+    theirs = None if field.default is dataclasses.MISSING else field.default
+    ours = tuple(action.default) if isinstance(action.default, list) else action.default
+    return ours != theirs
+
+
+def test_every_command_names_sampler_settings_as_samplerconfig_does():
+    """One vocabulary: a flag for a SamplerConfig field is --<field> (--top-k, --num-reads,
+    --num-sweeps, --beta-range, ...) with the field as its destination, never a synonym
+    (--k, --reads, --sweeps); a default other than SamplerConfig's is stated in the help, with
+    SamplerConfig's own."""
+    wrong, checked = [], 0
+    for command, flag, action, field in sampler_flags():
+        checked += 1
+        if field is None:
+            wrong.append(f"qsample {command} {flag}: use --{SYNONYMS[flag[2:]].replace('_', '-')}")
+        elif action.dest != field.name:
+            wrong.append(f"qsample {command} {flag}: destination {action.dest}")
+        elif differs(action, field) and "SamplerConfig" not in (action.help or ""):
+            wrong.append(f"qsample {command} {flag}: default {action.default!r} is not "
+                         "SamplerConfig's; say so in its help")
+    assert not wrong, "\n".join(wrong)
+    assert checked > 20  # the commands do take sampler settings

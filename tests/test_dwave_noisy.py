@@ -145,14 +145,14 @@ def test_generate_fidelity_and_calibrate_take_the_knobs(tiny_llama_dir, tmp_path
                  "boltzmann", "--backend", "dwave-noisy", "--top-k", "8", "--max-new-tokens",
                  "4", "--param", "noise_scale=2"]) == 0
     assert "dwave-noisy" in capsys.readouterr().err
-    assert main(["fidelity", "--mode", "boltzmann", "--backend", "dwave-noisy", "--k", "8",
+    assert main(["fidelity", "--mode", "boltzmann", "--backend", "dwave-noisy", "--top-k", "8",
                  "--shape", "flat", "--draws", "16", "--param", "ice_j=0.3"]) == 0
     assert "dwave-noisy" in capsys.readouterr().out
     out = tmp_path / "cal"
-    assert main(["calibrate", "--backend", "dwave-noisy", "--k", "8", "--draws", "64",
+    assert main(["calibrate", "--backend", "dwave-noisy", "--top-k", "8", "--draws", "64",
                  "--chunk", "16", "--param", "readout_error=0.02", "--out", str(out)]) == 0
     assert "95% CI" in capsys.readouterr().out
     assert (out / "calibration.png").exists()
-    assert main(["calibrate", "--backend", "dwave-noisy", "--k", "8", "--draws", "64",
+    assert main(["calibrate", "--backend", "dwave-noisy", "--top-k", "8", "--draws", "64",
                  "--param", "ice_h=-1", "--out", str(out)]) == 2
     assert "backend_params.ice_h" in capsys.readouterr().err

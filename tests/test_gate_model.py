@@ -286,11 +286,11 @@ def test_generate_runs_on_the_simulator(tiny_llama_dir, capsys):
 
 
 def test_calibrate_and_fidelity_commands_take_the_gate_model_backends(tmp_path, capsys):
-    assert main(["calibrate", "--backend", "qpanda-sim", "--k", "8", "--draws", "200",
+    assert main(["calibrate", "--backend", "qpanda-sim", "--top-k", "8", "--draws", "200",
                  "--param", "readout_error=0.05", "--out", str(tmp_path / "cal")]) == 0
     assert (tmp_path / "cal" / "calibration.json").exists()
     assert main(["fidelity", "--mode", "boltzmann", "--backend", "qpanda-sim", "originq-mock",
-                 "--k", "8", "--shape", "peaked", "--draws", "200",
+                 "--top-k", "8", "--shape", "peaked", "--draws", "200",
                  "--param", "encoding=binary"]) == 0
     out = capsys.readouterr().out
     assert "qpanda-sim" in out and "originq-mock" in out

@@ -7,7 +7,7 @@ or under ``TYPE_CHECKING``. ``from package import name`` counts as an import of 
 
 Layers, bottom up (a module may import its own layer and the ones below):
 
-    leaves   qsample.{errors, rng, problems, cache, moved}: import nothing from qsample
+    leaves   qsample.{errors, rng, problems, cache}: import nothing from qsample
     annealer qsample.annealer.*
     backends qsample.backends.*
     core     qsample (package), qsample.{config, candidates, coupling, modes, sampler, telemetry}
@@ -19,18 +19,14 @@ Layers, bottom up (a module may import its own layer and the ones below):
 from __future__ import annotations
 
 import ast
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
 
-from qsample.moved import MOVED
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"qsample": ROOT / "qsample", "qsample.plugins": ROOT / "plugins"}
 LAYERS = ("leaves", "annealer", "backends", "core", "tools", "adapters", "cli")
-LEAVES = {"qsample.errors", "qsample.rng", "qsample.problems", "qsample.cache", "qsample.moved"}
+LEAVES = {"qsample.errors", "qsample.rng", "qsample.problems", "qsample.cache"}
 CORE = {"qsample", "qsample.config", "qsample.candidates", "qsample.coupling", "qsample.modes",
         "qsample.sampler", "qsample.telemetry"}
 
@@ -149,13 +145,3 @@ def test_negative_controls_the_checks_catch_a_cycle_and_an_upward_import():
     assert LAYERS.index(layer("qsample.backends.dwave")) < LAYERS.index(layer("qsample.config"))
     source = _imports("qsample.backends.dwave", MODULES["qsample.backends.dwave"])
     assert "qsample.tools.calibration" not in source and "qsample.cache" in source
-
-
-@pytest.mark.parametrize("old, new", sorted(MOVED.items()))
-def test_moved_modules_keep_their_old_names_with_a_deprecation_warning(old, new):
-    if "vllm" in old:
-        pytest.importorskip("vllm")
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=new):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)

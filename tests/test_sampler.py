@@ -34,16 +34,19 @@ def test_returns_long_tokens_from_the_candidates(mode, backend):
 
 
 def test_empty_batch_makes_no_backend_call():
-    sampler = QuantumSampler(SamplerConfig(backend=ExplodingBackend()))
+    backend = ExplodingBackend()
+    sampler = QuantumSampler(SamplerConfig(backend=backend))
     out = sampler.sample(torch.empty(0, 10))
     assert out.shape == (0,) and out.dtype == torch.long
+    assert backend.calls == 0
 
 
 def test_temperature_zero_is_greedy_without_a_backend_call():
     logits = logits_batch()
-    sampler = QuantumSampler(SamplerConfig(temperature=0, backend=ExplodingBackend()))
+    backend = ExplodingBackend()
+    sampler = QuantumSampler(SamplerConfig(temperature=0, backend=backend))
     assert torch.equal(sampler.sample(logits), logits.argmax(dim=1))
-    assert sampler.last_step.mode == "greedy"
+    assert sampler.last_step.mode == "greedy" and backend.calls == 0
     bad = logits.clone()
     bad[4, 0] = float("nan")
     with pytest.raises(LogitsError, match=r"rows \[4\]"):
@@ -220,7 +223,13 @@ def test_telemetry_records_every_row_and_writes_jsonl(tmp_path):
         row_probs = probs[r["row"], top.indices[r["row"]]]
         assert r["target_prob"] == pytest.approx(float(row_probs[r["rank"]] / row_probs.sum()),
                                                  rel=1e-5)
-        assert r["energy"] == pytest.approx(-0.0, abs=50)  # energy of a one-hot state: -w_i
+        # gumbel: the one-hot state e_i has energy -w_i with max_i w_i = 0; K = 8 anneals to
+        # the ground state, energy 0 (float32 weights)
+        assert r["energy"] == pytest.approx(0.0, abs=1e-5)
+    thermal = QuantumSampler(SamplerConfig(mode="boltzmann", top_k=8, seed=0))
+    thermal.sample(logits)
+    for r in thermal.telemetry.records():  # boltzmann: w_i = log softmax(l / T)_i
+        assert r["energy"] == pytest.approx(-np.log(r["target_prob"]), abs=1e-4)
     path = tmp_path / "trace.jsonl"
     assert sampler.telemetry.write_jsonl(path) == 15
     assert json.loads(path.read_text().splitlines()[-1])["step"] == 2

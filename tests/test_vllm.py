@@ -211,6 +211,20 @@ def test_engine_snapshots_are_summed_under_the_api_servers_metrics(tmp_path, mon
     assert "qsample_sampler_seconds_bucket" in text
 
 
+def test_rows_left_to_vllm_are_not_counted_as_sampled_by_qsample():
+    from prometheus_client import generate_latest
+
+    def sampled() -> float:
+        return metric_value(generate_latest(metrics.ENGINE_REGISTRY).decode(),
+                            "qsample_rows_total")
+
+    before = sampled()
+    metrics.record_failure(3, "RuntimeError: device lost", 0.01, fallback=False)  # policy "error"
+    assert sampled() == before
+    metrics.record_failure(3, "RuntimeError: device lost", 0.01, fallback=True)  # policy "exact"
+    assert sampled() == before + 3
+
+
 def test_a_step_only_requests_the_snapshot_and_a_thread_writes_it_within_the_interval(
         tmp_path, monkeypatch):
     """`publish` on the decoding step sets a flag; the snapshot appears within

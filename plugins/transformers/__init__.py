@@ -10,7 +10,6 @@ from .generation import (
     GenerationResult,
     generate_group,
     generate_kwargs,
-    generate_text,
     qsample_generate,
 )
 from .processor import QSampleLogitsProcessor, check_generation_mode
@@ -21,6 +20,5 @@ __all__ = [
     "check_generation_mode",
     "generate_group",
     "generate_kwargs",
-    "generate_text",
     "qsample_generate",
 ]

@@ -146,24 +146,15 @@ def encode_prompt(tokenizer, prompts: list[str], chat: bool, device) -> dict[str
     return tokenizer(prompts, return_tensors="pt", padding=True).to(device)
 
 
-def generate_text(model, tokenizer, prompt: str, config: SamplerConfig, *, plain: bool = False,
-                  max_new_tokens: int = 64, seed: int = 0, chat: bool = False,
-                  stream: TextIO | None = None, raw_logits: bool = False) -> GenerationResult:
-    """Generate a continuation of ``prompt`` with qsample, or with ``plain=True`` with ordinary
-    transformers sampling at the config's temperature / top-k / top-p / min-p and the same seed
-    (`generate_kwargs`). Streams the text to ``stream`` as it is produced; ``raw_logits`` keeps
-    the model's logits of each step in the result."""
-    return generate_group(model, tokenizer, prompt, config, plain=plain,
-                          max_new_tokens=max_new_tokens, seed=seed, chat=chat, stream=stream,
-                          raw_logits=raw_logits)[0]
-
-
 def generate_group(model, tokenizer, prompt: str, config: SamplerConfig, *, n: int = 1,
                    plain: bool = False, max_new_tokens: int = 64, seed: int = 0,
                    chat: bool = False, stream: TextIO | None = None, raw_logits: bool = False
                    ) -> list[GenerationResult]:
     """``n`` continuations of ``prompt`` from one ``generate`` call (``num_return_sequences``;
-    qsample couples them by the config's ``coupling``), as `generate_text`. Each row ends at
+    qsample couples them by the config's ``coupling``). With ``plain=True``, ordinary transformers
+    sampling at the config's temperature / top-k / top-p / min-p and the same seed
+    (`generate_kwargs`); ``stream`` receives the text as it is produced; ``raw_logits`` keeps the
+    model's logits of each step in the results. Each row ends at
     its first end-of-sequence token (later steps are padding); all share the call's wall time
     and processor. Streaming needs n = 1."""
     if stream is not None and n > 1:

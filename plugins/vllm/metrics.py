@@ -101,7 +101,8 @@ def reason_kind(reason: str | None, kind: FailureKind = FailureKind.RAISED) -> s
 
 
 def record_seconds(rows: int, seconds: float) -> None:
-    """Count one sampler call of ``rows`` rows that took ``seconds``."""
+    """Count one sampler call that took ``seconds`` and sampled ``rows`` rows (0: it left its
+    rows to vLLM)."""
     ROWS.inc(rows)
     CALLS.inc()
     SECONDS.observe(seconds)
@@ -124,8 +125,9 @@ def record_telemetry(step: StepTelemetry) -> None:
 
 
 def record_failure(rows: int, reason: str, seconds: float, *, fallback: bool) -> None:
-    """Count a sampler call that raised: its rows took the fallback, or went to vLLM."""
-    record_seconds(rows, seconds)
+    """Count a sampler call that raised: its rows took the fallback (sampled by qsample, so
+    counted in ``qsample_rows``), or went to vLLM (counted in the errors only)."""
+    record_seconds(rows if fallback else 0, seconds)
     (FALLBACKS if fallback else ERRORS).labels(reason=reason_kind(reason)).inc(rows)
 
 

@@ -53,25 +53,25 @@ class Measurement:
 
 _SQA = ("is path-integral Monte Carlo with a transverse field, a stand-in for quantum dynamics, "
         "not a calibrated sampler")
-_SQA_COMMAND = "qsample fidelity --mode gumbel boltzmann --backend sqa --k 16 --draws 5000"
+_SQA_COMMAND = "qsample fidelity --mode gumbel boltzmann --backend sqa --top-k 16 --draws 5000"
 
 MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement(
         "batched-sa", "thermal",
         "TV at the noise floor from K = 8 to 256, 20,000 draws each; 0.039 flat at K = 256",
-        "qsample fidelity --mode gumbel boltzmann --backend batched-sa --k 8 16 64 256 "
+        "qsample fidelity --mode gumbel boltzmann --backend batched-sa --top-k 8 16 64 256 "
         "--shape flat peaked --draws 20000",
         "docs/bench/fidelity_batched_sa.json", faithful_to_k=256),
     Measurement(
         "neal", "thermal",
         "TV 0.041 (flat) and 0.011 (peaked) at K = 256, 20,000 draws: at the noise floor",
-        "qsample fidelity --mode gumbel boltzmann --backend neal --k 256 --draws 20000",
+        "qsample fidelity --mode gumbel boltzmann --backend neal --top-k 256 --draws 20000",
         "docs/bench/fidelity_neal_k256.json", faithful_to_k=256),
     Measurement(
         "tabu", "ground",
         "TV 0.092 to 0.113 at K = 16 on peaked logits (chi-square p < 1e-187), 20,000 draws "
         "(tabu searches for a fixed time: its figures depend on the machine)",
-        "qsample fidelity --mode gumbel --backend tabu --k 16 --shape peaked --draws 20000",
+        "qsample fidelity --mode gumbel --backend tabu --top-k 16 --shape peaked --draws 20000",
         about="is a heuristic optimiser, so gumbel/tabu is not faithful: with its default 1 ms "
               "per row it misses near-tied ground states"),
     Measurement(

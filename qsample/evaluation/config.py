@@ -120,10 +120,6 @@ class ABConfig:
     tv_draws: int = 400
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    @property
-    def baseline_arm(self) -> Arm:
-        return next(a for a in self.arms if a.name == self.baseline)
-
 
 def load_config(path: str | Path) -> ABConfig:
     try:

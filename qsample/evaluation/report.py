@@ -320,12 +320,29 @@ def render(metrics: dict[str, Any], config: ABConfig) -> str:
                      if c["arm"] == name and c["significant"]]
             lines.append(f"- **{name}** differs from {base} in: {', '.join(which)}.")
         else:
+            missing = [c["metric"] for c in metrics["comparisons"]
+                       if c["arm"] == name and not compared(c)]
             lines.append(f"- **{name}** is statistically indistinguishable from {base} on every "
-                         f"text metric at this sample size.")
+                         "text metric it has values for at this sample size"
+                         + (f" (n/a: {', '.join(missing)})." if missing else "."))
     lines += ["", "Plots: `metrics.png` (differences with intervals), `fidelity.png` (chosen "
               "rank and target-probability histograms), `latency.png`"
               + (", `dose-response.png`." if metrics.get("dose_response") else "."), ""]
     return "\n".join(lines)
+
+
+def compared(comparison: dict[str, Any]) -> bool:
+    """Whether a paired comparison has a result: a finite difference and p-value (a metric with
+    no values, such as a task with no answers, has neither)."""
+    return bool(np.isfinite(comparison["difference"]) and np.isfinite(comparison["p_value"]))
+
+
+def verdict_of(comparison: dict[str, Any]) -> str:
+    """"**different**" (significant after Holm's correction), "statistically
+    indistinguishable", or "n/a" where there was nothing to compare (`compared`)."""
+    if not compared(comparison):
+        return "n/a (no values)"
+    return "**different**" if comparison["significant"] else "statistically indistinguishable"
 
 
 def comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -334,8 +351,7 @@ def comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
     lines = ["| arm | metric | difference | 95% CI | detectable | p | p (Holm) | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
-        verdict = ("**different**" if c["significant"]
-                   else "statistically indistinguishable")
+        verdict = verdict_of(c)
         lines.append(f"| {c['arm']} | {c['metric']} | {c['difference']:+.4g} | "
                      f"[{c['low']:+.4g}, {c['high']:+.4g}] | "
                      f"±{c.get('detectable', float('nan')):.3g} | {c['p_value']:.3g} | "

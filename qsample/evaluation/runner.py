@@ -3,7 +3,8 @@
 Each (arm, prompt, sample, member) becomes one JSON line of ``samples.jsonl`` in the output
 folder, the arms interleaved per (prompt, sample); a rerun with the same folder skips the groups
 already there. Sample s of prompt p uses the seed hash(seed, p, s) in every arm, so the arms are
-paired. An arm with ``n > 1`` draws sample s as one group of n members (``member`` 0 .. n-1) in
+paired (an arm with a ``seed`` of its own is an independent replicate: `sample_seed`). An arm
+with ``n > 1`` draws sample s as one group of n members (``member`` 0 .. n-1) in
 one engine call; for n = 1 the group is the sample itself (member 0). The engine generates
 (`engine.Engine`); the runner scores each generation (`score_steps`).
 """
@@ -40,8 +41,11 @@ class KeptStep(NamedTuple):
     target: np.ndarray
 
 
-def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """The seed of (prompt, sample), shared by every arm."""
+def sample_seed(seed: int, prompt_index: int, sample_index: int, arm: Arm | None = None) -> int:
+    """The seed of (prompt, sample), shared by every arm; an arm with a ``seed`` of its own
+    draws with hash(seed, its seed, prompt, sample) instead: an independent replicate."""
+    if arm is not None and arm.config.seed is not None:
+        seed = int(rng.combine(seed, arm.config.seed))
     return int(rng.combine(seed, prompt_index, sample_index) >> np.uint64(33))  # top 31 bits
 
 
@@ -124,7 +128,7 @@ def run_ab(config: ABConfig, engine: Engine, out: str | Path, *, progress: bool 
     with open(path, "a", encoding="utf-8") as sink:
         for arm, p, s in todo:
             prompt: Prompt = prompts[p]
-            seed = sample_seed(config.seed, p, s)
+            seed = sample_seed(config.seed, p, s, arm)
             generations = engine.generate(prompt.text, arm, seed, config.max_new_tokens)
             if len(generations) != arm.n:
                 raise RuntimeError(f"{type(engine).__name__}.generate gave {len(generations)} "
