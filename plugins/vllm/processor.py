@@ -1,6 +1,6 @@
 """qsample inside vLLM's engine: per-request annealer sampling as a logits processor.
 
-vLLM has two logits-processor interfaces, one per model runner, and qsample has one thin adapter
+vLLM has two logits-processor interfaces, one per model runner, and qsample has one adapter
 for each over one row-sampling core (`RowSamplingCore`: per-request state, the samplers, the
 sampling of rows with their keys, the operator's fallback, counting and logging):
 

@@ -1,0 +1,5 @@
+"""``python -m qsample.cli``."""
+
+from . import main
+
+raise SystemExit(main())
