@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def offline_backend(tmp_path, monkeypatch, fresh_operator_config):
     path.write_text(json.dumps({"allowed_backends": ["offline"]}))
     monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
     plugin.reset_operator_config()
+
+
+@pytest.fixture(autouse=True)
+def vllm_logs_reach_caplog(monkeypatch):
+    """vLLM's logging config stops its "vllm" loggers from propagating to the root logger,
+    where caplog listens, and a later `logging.config.dictConfig` (an engine or a server set up
+    in the same process) disables the loggers that existed before it: undo both for each test,
+    so that what a test captures does not depend on which tests ran before it in its worker."""
+    monkeypatch.setattr(logging.getLogger("vllm"), "propagate", True)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("vllm") and isinstance(logger, logging.Logger) and logger.disabled:
+            monkeypatch.setattr(logger, "disabled", False)
 
 
 @pytest.fixture(scope="session")
