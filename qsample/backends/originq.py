@@ -53,7 +53,7 @@ from .gate_model import (
     tree_angles,
     tree_levels,
 )
-from .qpanda import TIMING_KEYS, GateModelBackend
+from .qpanda import TIMING_KEYS, GateModelBackend, job_policy
 
 API_KEY_VARIABLE = "ORIGINQ_API_KEY"
 URL_VARIABLE = "ORIGINQ_CLOUD_URL"
@@ -193,12 +193,7 @@ class OriginQBackend(GateModelBackend):
             "encoding": self.row_encoding(params), "chip": chip, "backend": backend,
             "available": available,
             "shots": shots(params, request.num_reads),
-            "timeout": number_param("timeout", params.get("timeout", self.timeout), 0.0,
-                                    above=True),
-            "poll_interval": number_param("poll_interval",
-                                          params.get("poll_interval", self.poll_interval), 0.0),
-            "max_retries": int(number_param("max_retries",
-                                            params.get("max_retries", self.max_retries), 0.0)),
+            **job_policy(params, self.timeout, self.poll_interval, self.max_retries),
             "options": cloud_options(),
         }
 

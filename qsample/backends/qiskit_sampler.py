@@ -58,7 +58,7 @@ from .gate_model import (
     tree_angles,
     tree_levels,
 )
-from .qpanda import MAX_SIM_QUBITS, TIMING_KEYS, GateModelBackend
+from .qpanda import MAX_SIM_QUBITS, TIMING_KEYS, GateModelBackend, job_policy
 
 logger = logging.getLogger(__name__)
 
@@ -275,12 +275,7 @@ class QiskitBackend(GateModelBackend):
         return {
             "encoding": self.row_encoding(params),
             "shots": int(number_param("shots", params.get("shots", reads), reads)),
-            "timeout": number_param("timeout", params.get("timeout", self.timeout), 0.0,
-                                    above=True),
-            "poll_interval": number_param("poll_interval",
-                                          params.get("poll_interval", self.poll_interval), 0.0),
-            "max_retries": int(number_param("max_retries",
-                                            params.get("max_retries", self.max_retries), 0.0)),
+            **job_policy(params, self.timeout, self.poll_interval, self.max_retries),
         }
 
     # ---------------------------------------------------------------- compiling

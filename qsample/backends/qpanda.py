@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..problems import OneHotProblems
-from .base import Backend, Failures, SolveRequest, SolveResult
+from .base import Backend, Failures, SolveRequest, SolveResult, number_param
 from .gate_model import (
     DEFAULT_ENCODING,
     Encoding,
@@ -47,6 +47,20 @@ from .gate_model import (
 MAX_SIM_QUBITS = 20  # state vector of 2^20 amplitudes (16 MB); a noisy K = 20 shot takes ~0.1 s
 DEFAULT_GATE_TOP_K = 16  # 16 qubits per row in the onehot encoding
 TIMING_KEYS = ("circuits", "circuit_gates", "circuit_two_qubit_gates", "circuit_depth", "shots")
+
+
+def job_policy(params: dict[str, Any], timeout: float, poll_interval: float,
+               max_retries: int) -> dict[str, Any]:
+    """The job settings of a backend that submits jobs (`originq`, `qiskit`): ``timeout``
+    (seconds, > 0), ``poll_interval`` (seconds, >= 0) and ``max_retries`` (>= 0), from
+    ``backend_params`` over the given defaults; `ConfigError` naming the key otherwise."""
+    return {
+        "timeout": number_param("timeout", params.get("timeout", timeout), 0.0, above=True),
+        "poll_interval": number_param("poll_interval",
+                                      params.get("poll_interval", poll_interval), 0.0),
+        "max_retries": int(number_param("max_retries", params.get("max_retries", max_retries),
+                                        0.0)),
+    }
 
 
 class GateModelBackend(Backend):
