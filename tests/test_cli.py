@@ -222,20 +222,47 @@ def differs(action, field) -> bool:
     return ours != theirs
 
 
-def test_every_command_names_sampler_settings_as_samplerconfig_does():
-    """One vocabulary: a flag for a SamplerConfig field is --<field> (--top-k, --num-reads,
-    --num-sweeps, --beta-range, ...) with the field as its destination, never a synonym
-    (--k, --reads, --sweeps); a default other than SamplerConfig's is stated in the help, with
-    SamplerConfig's own."""
-    wrong, checked = [], 0
+def test_every_command_takes_its_sampler_flags_from_samplerconfig():
+    """One vocabulary, generated: a flag for a SamplerConfig field is --<field> (--top-k,
+    --num-reads, --num-sweeps, --beta-range, ...), never a synonym (--k, --reads, --sweeps), and is
+    the option `add_sampler_flags` makes for the field (destination, type, choices, help), so
+    names, defaults and help cannot drift; a default other than SamplerConfig's is stated in the
+    help, with SamplerConfig's own. FIELD_HELP describes exactly the fields the commands take."""
+    import argparse
+
+    from qsample.cli.common import FIELD_HELP, add_sampler_flags
+
+    attributes = ("option_strings", "dest", "nargs", "default", "type", "choices", "help")
+    wrong, used = [], set()
     for command, flag, action, field in sampler_flags():
-        checked += 1
         if field is None:
             wrong.append(f"qsample {command} {flag}: use --{SYNONYMS[flag[2:]].replace('_', '-')}")
-        elif action.dest != field.name:
-            wrong.append(f"qsample {command} {flag}: destination {action.dest}")
-        elif differs(action, field) and "SamplerConfig" not in (action.help or ""):
+            continue
+        used.add(field.name)
+        made = argparse.ArgumentParser()
+        add_sampler_flags(made, multiple={field.name} if action.nargs == "+" else (),
+                          **{field.name: action.default})
+        for attribute in attributes:
+            if getattr(action, attribute) != getattr(made._actions[-1], attribute):
+                wrong.append(f"qsample {command} {flag}: {attribute} {getattr(action, attribute)!r}"
+                             " is not add_sampler_flags'")
+        if differs(action, field) and "SamplerConfig's" not in action.help:
             wrong.append(f"qsample {command} {flag}: default {action.default!r} is not "
                          "SamplerConfig's; say so in its help")
     assert not wrong, "\n".join(wrong)
-    assert checked > 20  # the commands do take sampler settings
+    assert set(FIELD_HELP) == used
+    assert len(used) > 10  # the commands do take sampler settings
+
+
+def test_sampler_flags_parse_to_samplerconfig_values():
+    from qsample.cli import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["bench-anneal", "--beta-range", "0.5", "5", "--top-k", "8"])
+    assert (args.beta_range, args.top_k, args.num_reads) == ([0.5, 5.0], [8], 5)
+    args = parse(["generate", "x", "--coupling", "distinct", "--top-p", "0.9"])
+    assert (args.mode, args.coupling, args.top_p, args.temperature, args.seed) == (
+        None, "distinct", 0.9, 0.8, 0)
+    assert parse(["fidelity", "--mode", "boltzmann"]).mode == ["boltzmann"]
+    with pytest.raises(SystemExit):
+        parse(["calibrate", "--mode", "sideways"])

