@@ -94,6 +94,40 @@ def list_rows(rows: np.ndarray) -> str:
     return f"[{shown}{', ...' if len(rows) > ROWS_SHOWN else ''}] ({len(rows)} rows)"
 
 
+@dataclass(frozen=True)
+class BadRows:
+    """Rows whose logits leave nothing to sample (the pipeline's bad-logits policy,
+    `qsample.pipeline`): a NaN logit (``nan``), or no finite logit (``empty``), bool [B] each."""
+
+    nan: np.ndarray
+    empty: np.ndarray
+
+    @classmethod
+    def none(cls, batch: int) -> BadRows:
+        return cls(np.zeros(batch, dtype=bool), np.zeros(batch, dtype=bool))
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.nan | self.empty
+
+    def any(self) -> bool:
+        return bool(self.nan.any() or self.empty.any())
+
+    def error(self) -> LogitsError:
+        """The `LogitsError` naming the rows: the NaN rows, else the empty ones."""
+        if self.nan.any():
+            return nan_rows_error(np.flatnonzero(self.nan))
+        return empty_rows_error(np.flatnonzero(self.empty))
+
+
+def substitute_tokens(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The token each row of top-k ``values`` [B, k] (sorted descending, torch.topk's) and
+    vocabulary ``ids`` [B, k] takes when its logits are bad (`BadRows`): its largest non-NaN
+    value (the first on ties; the first top-k token where every one is NaN or -inf)."""
+    clean = torch.where(torch.isnan(values), float("-inf"), values)
+    return ids.gather(1, clean.argmax(dim=1, keepdim=True))[:, 0]
+
+
 def select_candidates(
     logits: torch.Tensor,
     *,
@@ -103,14 +137,34 @@ def select_candidates(
     min_p: float = 0.0,
     min_keep: np.ndarray | None = None,
 ) -> CandidateBlock:
-    """Filter and sort candidates on the logits' device, then copy the block to the host once.
+    """`screen_candidates`, raising for bad rows.
+
+    Raises:
+        LogitsError: NaN rows, or rows with no finite logit (all -inf), naming the rows.
+    """
+    block, bad = screen_candidates(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   min_p=min_p, min_keep=min_keep)
+    if bad.any():
+        raise bad.error()
+    return block
+
+
+def screen_candidates(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    min_keep: np.ndarray | None = None,
+) -> tuple[CandidateBlock, BadRows]:
+    """Filter and sort candidates on the logits' device, then copy the block to the host once;
+    and the rows whose logits are bad (`BadRows`), each left with one candidate, its
+    `substitute_tokens` token, at tempered logit 0.
 
     ``min_keep`` (int [B], optional): top-p and min-p leave row b at least min_keep[b] of its
     top-k finite candidates (as transformers' ``min_tokens_to_keep``; distinct siblings need
     one candidate each).
-
-    Raises:
-        LogitsError: NaN rows, or rows with no finite logit (all -inf), naming the rows.
     """
     check_logits(logits)
     if temperature <= 0:
@@ -118,8 +172,8 @@ def select_candidates(
     k = min(top_k, logits.shape[1])
     # The only pass over the vocabulary: tempering and shifting keep the order, and topk sorts
     # NaN first, then +inf, so every check below runs on the small [B, k] block.
-    values, ids = torch.topk(logits, k, dim=1, sorted=True)
-    values = values.float()
+    raw, ids = torch.topk(logits, k, dim=1, sorted=True)
+    values = raw.float()
     nan_flag = torch.isnan(values[:, :1])
     posinf = torch.isposinf(values)
     values = torch.where(posinf[:, :1], torch.where(posinf, 0.0, float("-inf")), values)
@@ -142,26 +196,34 @@ def select_candidates(
             keep |= (rank < floor) & torch.isfinite(values)
     values = values.masked_fill(~keep, float("-inf"))
 
+    substitute = substitute_tokens(raw, ids)[:, None]
     if logits.shape[1] < _MAX_EXACT_FLOAT32_ID:
-        packed = torch.cat([values, ids.to(torch.float32), nan_flag.to(torch.float32)], dim=1)
+        packed = torch.cat([values, ids.to(torch.float32), nan_flag.to(torch.float32),
+                            substitute.to(torch.float32)], dim=1)
         host = packed.cpu().numpy()  # the step's one device-to-host copy
-        host_values, host_ids, host_nan = host[:, :k], host[:, k : 2 * k], host[:, 2 * k]
-        host_ids = host_ids.astype(np.int64)
+        host_values, host_ids = host[:, :k], host[:, k : 2 * k].astype(np.int64)
+        host_nan, host_substitute = host[:, 2 * k] > 0, host[:, 2 * k + 1].astype(np.int64)
     else:  # ids would not be exact in float32
         host_values = values.cpu().numpy()
         host_ids = ids.cpu().numpy()
         host_nan = nan_flag.cpu().numpy()[:, 0]
+        host_substitute = substitute.cpu().numpy()[:, 0]
 
-    if host_nan.any():
-        raise nan_rows_error(np.flatnonzero(host_nan))
     host_values = host_values.astype(np.float64)
     sizes = np.isfinite(host_values).sum(axis=1)
-    if (sizes == 0).any():
-        raise empty_rows_error(np.flatnonzero(sizes == 0))
+    bad = BadRows(nan=host_nan.astype(bool), empty=(sizes == 0) & ~host_nan)
     host_ids = np.where(np.isfinite(host_values), host_ids, -1)
+    if bad.any():  # one candidate: the substitute, at logit 0
+        rows = bad.mask
+        host_values[rows] = -np.inf
+        host_values[rows, 0] = 0.0
+        host_ids[rows] = -1
+        host_ids[rows, 0] = host_substitute[rows]
+        sizes = np.where(rows, 1, sizes)
     width = int(sizes.max())
-    return CandidateBlock(
+    block = CandidateBlock(
         logits=np.ascontiguousarray(host_values[:, :width]),
         token_ids=np.ascontiguousarray(host_ids[:, :width]),
         sizes=sizes.astype(np.int64),
     )
+    return block, bad

@@ -19,8 +19,9 @@ from typing import Any
 
 from .backends.registry import check_backend, default_top_k
 from .errors import ConfigError
+from .modes import MODES as MODE_TABLE
 
-MODES = ("gumbel", "boltzmann")
+MODES = tuple(MODE_TABLE)  # the mode names, as `qsample.modes.MODES` defines them
 FALLBACKS = ("exact", "error")
 BATCHING = ("auto", "per-row", "union")
 SCHEDULES = ("geometric", "linear")

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import coupling, rng
+from .annealer.step import KernelMode
 from .candidates import CandidateBlock
 from .problems import OneHotProblems, SiblingCoupling
 
@@ -71,6 +72,7 @@ class Mode(ABC):
     name: str
     task: str  # what it needs from a backend: "ground" or "thermal"
     defaults: ModeDefaults  # the settings measured faithful (docs/fidelity.md)
+    kernel: KernelMode  # what the fused step kernels read of it (`qsample.annealer.step`)
 
     @abstractmethod
     def weights(self, block: CandidateBlock, keys: np.ndarray,
@@ -133,6 +135,7 @@ class GumbelMode(Mode):
     name = "gumbel"
     task = "ground"
     defaults = ModeDefaults(penalty=1.0, num_reads=5, num_sweeps=30, beta_range=(0.1, 10.0))
+    kernel = KernelMode(perturb=True, keep_lowest=True)  # `weights`, `choose`
 
     def weights(self, block: CandidateBlock, keys: np.ndarray,
                 groups: np.ndarray | None = None) -> np.ndarray:
@@ -191,6 +194,7 @@ class BoltzmannMode(Mode):
     name = "boltzmann"
     task = "thermal"
     defaults = ModeDefaults(penalty=1.5, num_reads=8, num_sweeps=20)
+    kernel = KernelMode(perturb=False, keep_lowest=False)  # `weights`, `choose`
 
     def weights(self, block: CandidateBlock, keys: np.ndarray,
                 groups: np.ndarray | None = None) -> np.ndarray:

@@ -112,17 +112,19 @@ def resolved(entry: StepTelemetry | DeferredStep | None) -> StepTelemetry | None
 
 class TelemetryLog:
     """The steps recorded by a sampler (keep at most ``max_steps``; None keeps all). Steps of
-    the GPU path arrive as `DeferredStep`s, resolved when ``steps`` is read."""
+    the GPU path arrive as `DeferredStep`s, resolved (waited for) by `steps`."""
 
     def __init__(self, max_steps: int | None = None) -> None:
         self.max_steps = max_steps
         self._entries: list[StepTelemetry | DeferredStep] = []
 
-    @property
     def steps(self) -> list[StepTelemetry]:
-        """The recorded steps, oldest first (deferred ones resolved, waiting for their copy)."""
-        self._entries = [resolved(entry) for entry in self._entries]
-        return self._entries
+        """The recorded steps, oldest first; waits for the copies of deferred ones."""
+        return [resolved(entry) for entry in self._entries]
+
+    def __len__(self) -> int:
+        """Steps recorded, without waiting for any."""
+        return len(self._entries)
 
     def append(self, step: StepTelemetry | DeferredStep) -> None:
         self._entries.append(step)
@@ -133,7 +135,7 @@ class TelemetryLog:
         self._entries.clear()
 
     def records(self) -> Iterator[dict[str, Any]]:
-        for step in self.steps:
+        for step in self.steps():
             yield from step.records()
 
     def write_jsonl(self, path: str | Path) -> int:
@@ -147,25 +149,26 @@ class TelemetryLog:
 
     def summary(self) -> dict[str, Any]:
         """Totals: tokens, steps, fallbacks, valid-read rate, time and the backend's share."""
-        tokens = sum(s.batch_size for s in self.steps)
-        sampler_s = sum(s.sampler_seconds for s in self.steps)
-        backend_s = sum(s.backend_seconds for s in self.steps)
-        reads = sum(int(s.num_reads.sum()) for s in self.steps)
-        valid = sum(int(s.valid_reads.sum()) for s in self.steps)
+        steps = self.steps()
+        tokens = sum(s.batch_size for s in steps)
+        sampler_s = sum(s.sampler_seconds for s in steps)
+        backend_s = sum(s.backend_seconds for s in steps)
+        reads = sum(int(s.num_reads.sum()) for s in steps)
+        valid = sum(int(s.valid_reads.sum()) for s in steps)
         timing: dict[str, float] = {}
-        for s in self.steps:
+        for s in steps:
             for key, value in s.backend_timing.items():
                 timing[key] = timing.get(key, 0.0) + value
         if timing.get("chains"):  # a ratio: recomputed from the summed counts, not summed
             timing["chain_break_fraction"] = timing["chains_broken"] / timing["chains"]
-        fallbacks = sum(s.fallback_count for s in self.steps)
+        fallbacks = sum(s.fallback_count for s in steps)
         return {
-            "steps": len(self.steps),
+            "steps": len(steps),
             "tokens": tokens,
             "fallbacks": fallbacks,
             "fallback_rate": fallbacks / tokens if tokens else 0.0,
             "valid_read_rate": valid / reads if reads else None,
-            "backend_calls": sum(s.backend_calls for s in self.steps),
+            "backend_calls": sum(s.backend_calls for s in steps),
             "sampler_seconds": sampler_s,
             "backend_seconds": backend_s,
             "backend_share": backend_s / sampler_s if sampler_s else None,

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from annealer_cases import ALPHA
 
+from qsample.backends import FailureKind
+
 # One worker runs the whole module: the interpreter run (a module fixture, ~1 min) happens once.
 pytestmark = pytest.mark.xdist_group("triton-interpreter")
 
@@ -71,12 +73,13 @@ def test_triton_fused_step_matches_the_cpu_step(results, mode):
 
 
 def test_quantum_sampler_device_resident_path(results):
-    """`QuantumSampler`'s GPU path (Triton step, deferred telemetry): the CPU path's tokens; rows
-    with NaN or no finite logit, which only the host could refuse, take their top token and are
-    counted as fallbacks."""
+    """`QuantumSampler`'s GPU path (Triton step, deferred telemetry): the staged path's tokens;
+    rows with NaN or no finite logit follow the one bad-logits policy (`qsample.pipeline`): the
+    staged path's substitute token, counted as fallback "top-token" of kind BAD_LOGITS."""
     assert results["resident/token agreement"] >= 0.9
     assert results["resident/deferred"]
-    assert results["resident/bad rows take the top token"]
+    assert results["resident/bad rows as the staged path"]
     assert results["resident/bad rows counted"] == [3, 4]
     assert results["resident/bad rows fallback"] == ["top-token"]
+    assert results["resident/bad rows kind"] == [int(FailureKind.BAD_LOGITS)]
     assert results["resident/steps"] == 2

@@ -45,7 +45,7 @@ def test_one_qpu_call_per_step_and_the_embedding_is_found_once(qpu, tmp_path, mo
     for _ in range(3):
         tokens = sampler.sample(x)
         assert (x.topk(8, dim=1).indices == tokens[:, None]).any(dim=1).all()
-        last = sampler.last_step
+        last = sampler.last_step()
         assert last.backend_calls == 1 and last.backend_timing["qpu_calls"] == 1
         assert last.fallback_count == 0 and (last.valid_reads > 0).all()
         assert 0 <= last.backend_timing["chain_break_fraction"] <= 1
@@ -61,8 +61,8 @@ def test_rows_that_do_not_fit_take_as_few_calls_as_possible(tmp_path):
     fit = len(qpu.packing.cliques(12, 100))
     sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=12, seed=0))
     sampler.sample(logits(2 * fit + 1))
-    assert sampler.last_step.backend_calls == 3
-    assert sampler.last_step.fallback_count == 0
+    assert sampler.last_step().backend_calls == 3
+    assert sampler.last_step().fallback_count == 0
 
 
 def test_gumbel_on_the_mock_finds_the_ground_state(qpu):
@@ -70,7 +70,7 @@ def test_gumbel_on_the_mock_finds_the_ground_state(qpu):
     sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=8, seed=3))
     x = logits(8, seed=4)
     tokens = sampler.sample(x)
-    assert tokens.shape == (8,) and sampler.last_step.fallback_count == 0
+    assert tokens.shape == (8,) and sampler.last_step().fallback_count == 0
     # the exact ground state under the same Gumbel noise (same seed): the tree solver's answer
     exact = QuantumSampler(SamplerConfig(backend="tree", top_k=8, seed=3)).sample(x)
     assert (tokens == exact).float().mean() >= 0.75
@@ -82,7 +82,7 @@ def test_weak_chains_break_and_are_counted_not_fatal(tmp_path):
     sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=8, seed=0))
     tokens = sampler.sample(logits(4))
     assert tokens.shape == (4,)
-    assert sampler.last_step.backend_timing["chain_break_fraction"] > 0
+    assert sampler.last_step().backend_timing["chain_break_fraction"] > 0
 
 
 class Flaky:
@@ -107,15 +107,15 @@ def test_transient_failures_are_retried_then_fall_back_counted(tmp_path):
     qpu = DWaveBackend(flaky, embedding_folder=tmp_path, max_retries=3, backoff=0.0)
     sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=8, seed=0))
     sampler.sample(logits(2))
-    assert flaky.calls == 3 and sampler.last_step.fallback_count == 0
+    assert flaky.calls == 3 and sampler.last_step().fallback_count == 0
 
     dead = Flaky(mock_sampler("zephyr", (2, 4)), 10**6, RequestTimeout("timed out"))
     qpu = DWaveBackend(dead, embedding_folder=tmp_path, max_retries=2, backoff=0.0)
     sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=8, seed=0))
     tokens = sampler.sample(logits(2))
     assert tokens.shape == (2,) and dead.calls == 3
-    assert sampler.last_step.fallback_count == 2
-    assert "RequestTimeout" in sampler.last_step.fallback_reason[0]
+    assert sampler.last_step().fallback_count == 2
+    assert "RequestTimeout" in sampler.last_step().fallback_reason[0]
 
     broken = Flaky(mock_sampler("zephyr", (2, 4)), 10**6, ValueError("bad problem"))
     qpu = DWaveBackend(broken, embedding_folder=tmp_path, max_retries=5, backoff=0.0)
@@ -181,5 +181,5 @@ def test_the_plumbing_also_runs_with_a_simulated_annealing_substitute(tmp_path):
     qpu = DWaveBackend(mock, embedding_folder=tmp_path)
     sampler = QuantumSampler(SamplerConfig(backend=qpu, top_k=8, seed=0))
     tokens = sampler.sample(logits(3))
-    assert tokens.shape == (3,) and sampler.last_step.backend_calls == 1
-    assert "chain_break_fraction" in sampler.last_step.backend_timing
+    assert tokens.shape == (3,) and sampler.last_step().backend_calls == 1
+    assert "chain_break_fraction" in sampler.last_step().backend_timing

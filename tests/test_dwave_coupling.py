@@ -138,7 +138,7 @@ def test_distinct_gumbel_on_the_mock_qpu_draws_ordered_pairs_without_replacement
     for _ in range(STEPS):
         step = sampler.sample(x, groups=groups).numpy()
         assert (step[0::2] != step[1::2]).all()
-        assert sampler.last_step.fallback_count == 0 and sampler.last_step.backend_calls == 1
+        assert sampler.last_step().fallback_count == 0 and sampler.last_step().backend_calls == 1
         tokens.append(step)
     counts = ordered_pair_counts(tokens, GROUPS)
     off = ~np.eye(4, dtype=bool)
@@ -164,7 +164,7 @@ def test_boltzmann_with_finite_coupling_on_the_mock_qpu_follows_the_joint_target
     tokens, fallbacks = [], 0
     for _ in range(STEPS):
         tokens.append(sampler.sample(x, groups=groups).numpy())
-        fallbacks += sampler.last_step.fallback_count
+        fallbacks += sampler.last_step().fallback_count
     assert fallbacks <= 0.01 * STEPS * GROUPS * 2
     counts = ordered_pair_counts(tokens, GROUPS).ravel()
     independent = (p0[:, None] * p1[None, :]).ravel()
@@ -186,8 +186,8 @@ def test_groups_and_uncoupled_rows_share_calls_and_embeddings_are_cached(tmp_pat
     sampler = QuantumSampler(SamplerConfig(backend=qpu, coupling="distinct", top_k=4, seed=0))
     tokens = sampler.sample(x, groups=groups)
     per_call = len(qpu.packing.cliques(12, 3))
-    assert sampler.last_step.backend_calls == -(-3 // per_call)
-    assert sampler.last_step.fallback_count == 0
+    assert sampler.last_step().backend_calls == -(-3 // per_call)
+    assert sampler.last_step().fallback_count == 0
     assert len({int(t) for t in tokens[[0, 3, 6]]}) == 3 and tokens[2] != tokens[5]
     estimate = qpu.estimate(batch=6, top_k=4, num_reads=5, steps=10, group_size=3)
     assert estimate["calls_per_step"] == -(-2 // per_call) and estimate["calls"] == 10 * (
@@ -197,7 +197,7 @@ def test_groups_and_uncoupled_rows_share_calls_and_embeddings_are_cached(tmp_pat
     again = DWaveBackend(qpu.sampler, embedding_folder=tmp_path)
     sampler = QuantumSampler(SamplerConfig(backend=again, coupling="distinct", top_k=4, seed=0))
     sampler.sample(x, groups=groups)
-    assert sampler.last_step.backend_calls == -(-3 // per_call)
+    assert sampler.last_step().backend_calls == -(-3 // per_call)
     assert again.packing.searches == 0
 
 
@@ -214,11 +214,11 @@ def test_minorminer_groups_sample_and_are_found_once(tmp_path):
     for _ in range(3):
         tokens = sampler.sample(x, groups=[0, 0, 1, 1])
         assert tokens[0] != tokens[1] and tokens[2] != tokens[3]
-        assert sampler.last_step.fallback_count == 0
+        assert sampler.last_step().fallback_count == 0
     graph = GroupGraph((7, 7), tuple((i, 7 + i) for i in range(7)))
     assert (tmp_path / f"{qpu.packing.key}-G{graph.digest}.json").exists()
     per_call = len(qpu.packing.minors(graph, 2))
-    assert sampler.last_step.backend_calls == -(-2 // per_call)
+    assert sampler.last_step().backend_calls == -(-2 // per_call)
     searches = qpu.packing.searches
     again = DWaveBackend(qpu.sampler, embedding_folder=tmp_path)
     QuantumSampler(dataclasses.replace(config, backend=again)).sample(x, groups=[0, 0, 1, 1])

@@ -229,7 +229,7 @@ def joint_draws(backend: str, mode: str, n: int, k: int, lam: float, groups: int
         out = sampler.sample(rows.repeat(count, 1), row_seeds=seeds,
                              groups=np.arange(count * n) // n)
         tokens.append(out.numpy().reshape(count, n))
-        failed = sampler.last_step.fallback_kind.reshape(count, n) != 0
+        failed = sampler.last_step().fallback_kind.reshape(count, n) != 0
         decided.append(~failed.any(axis=1))
     return JointDraws(np.concatenate(tokens), np.concatenate(decided),
                       np.arange(groups * n), time.perf_counter() - start)
@@ -428,7 +428,7 @@ def test_an_approximate_fallback_is_labelled_in_telemetry(monkeypatch):
                            coupling=2.0, coupling_scope="always")
     sampler = build(config)
     sampler.sample(logits, groups=[0, 0, 0, -1, -1])
-    step = sampler.last_step
+    step = sampler.last_step()
     assert step.fallback.tolist() == ["sequential"] * 3 + ["exact"] * 2
     assert all("approximate" in reason for reason in step.fallback_reason[:3])
     assert not any("approximate" in reason for reason in step.fallback_reason[3:])
@@ -555,7 +555,7 @@ def test_coupling_zero_samples_exactly_as_without_groups(mode, backend):
     sampler = build(config)
     grouped = sampler.sample(logits, groups=np.arange(12) // 3)
     assert torch.equal(plain, grouped)
-    assert (sampler.last_step.group == -1).all()
+    assert (sampler.last_step().group == -1).all()
 
 
 # ------------------------------------------------------------------ the pieces: qsample.coupling
@@ -851,7 +851,7 @@ def test_distinct_groups_keep_a_candidate_per_row_under_top_p(mode):
     sampler = build(SamplerConfig(mode=mode, top_k=8, top_p=0.1, seed=2, coupling="distinct"))
     for _ in range(20):
         tokens = sampler.sample(logits, groups=groups).tolist()
-        step = sampler.last_step
+        step = sampler.last_step()
         assert step.k.tolist() == [3, 3, 3, 1, 3, 3, 3]
         assert len(set(tokens[:3])) == 3 and len(set(tokens[4:])) == 3
         assert tokens[3] == 5
@@ -866,7 +866,7 @@ def test_a_distinct_group_with_fewer_tokens_than_rows_is_drawn_independently():
     logits[:3, 2:] = float("-inf")
     sampler = build(SamplerConfig(mode="boltzmann", top_k=4, seed=0, coupling="distinct"))
     tokens = sampler.sample(logits, groups=[0, 0, 0, 1, 1, 1]).tolist()
-    assert sampler.last_step.group.tolist() == [-1, -1, -1, 0, 0, 0]
+    assert sampler.last_step().group.tolist() == [-1, -1, -1, 0, 0, 0]
     assert set(tokens[:3]) <= {0, 1}
     assert len(set(tokens[3:])) == 3
 
@@ -887,7 +887,7 @@ def test_failed_backend_falls_back_to_the_classical_joint_draw(mode, lam):
     config = SamplerConfig(mode=mode, backend=Exploding(), top_k=6, seed=1, coupling=lam)
     sampler = build(config)
     tokens = sampler.sample(logits, row_seeds=seeds, groups=groups)
-    assert sampler.last_step.fallback.tolist() == ["exact"] * 12
+    assert sampler.last_step().fallback.tolist() == ["exact"] * 12
     if lam == "distinct":
         assert all(len(set(g)) == 3 for g in tokens.view(4, 3).tolist())
     assert torch.equal(tokens, sample_target(logits, config, seeds, groups=groups))
@@ -915,7 +915,7 @@ def test_a_failed_row_fails_its_whole_group_and_only_it():
                            coupling=1.0)
     sampler = build(config)
     tokens = sampler.sample(logits, row_seeds=seeds, groups=groups)
-    step = sampler.last_step
+    step = sampler.last_step()
     assert step.fallback.tolist() == ["exact"] * 3 + [None] * 4
     assert all("row 1 lost" in reason for reason in step.fallback_reason[:3])
     assert torch.equal(tokens[:3], sample_target(logits, config, seeds, groups=groups)[:3])

@@ -10,7 +10,8 @@ Layers, bottom up (a module may import its own layer and the ones below):
     leaves   qsample.{errors, rng, problems, cache}: import nothing from qsample
     annealer qsample.annealer.*
     backends qsample.backends.*
-    core     qsample (package), qsample.{config, candidates, coupling, modes, sampler, telemetry}
+    core     qsample (package), qsample.{config, candidates, coupling, modes, pipeline, sampler,
+             telemetry}
     tools    qsample.tools.*, qsample.evaluation.*
     adapters qsample.plugins.*
     cli      qsample.cli
@@ -28,6 +29,7 @@ PACKAGES = {"qsample": ROOT / "qsample", "qsample.plugins": ROOT / "plugins"}
 LAYERS = ("leaves", "annealer", "backends", "core", "tools", "adapters", "cli")
 LEAVES = {"qsample.errors", "qsample.rng", "qsample.problems", "qsample.cache"}
 CORE = {"qsample", "qsample.config", "qsample.candidates", "qsample.coupling", "qsample.modes",
+        "qsample.pipeline",
         "qsample.sampler", "qsample.telemetry"}
 
 

@@ -30,7 +30,7 @@ def test_returns_long_tokens_from_the_candidates(mode, backend):
     assert tokens.device == logits.device
     top8 = logits.topk(8, dim=1).indices
     assert (top8 == tokens[:, None]).any(dim=1).all()
-    assert sampler.last_step.fallback_count == 0
+    assert sampler.last_step().fallback_count == 0
 
 
 def test_empty_batch_makes_no_backend_call():
@@ -46,11 +46,24 @@ def test_temperature_zero_is_greedy_without_a_backend_call():
     backend = ExplodingBackend()
     sampler = QuantumSampler(SamplerConfig(temperature=0, backend=backend))
     assert torch.equal(sampler.sample(logits), logits.argmax(dim=1))
-    assert sampler.last_step.mode == "greedy" and backend.calls == 0
+    assert sampler.last_step().mode == "greedy" and backend.calls == 0
+
+
+def test_greedy_follows_the_bad_logits_policy():
+    """A NaN row takes its largest non-NaN logit and is counted (fallback "exact"); with
+    fallback "error" it is named in a LogitsError."""
+    logits = logits_batch()
     bad = logits.clone()
     bad[4, 0] = float("nan")
+    bad[4, 7] = bad[4].nan_to_num(nan=0.0).max() + 1  # the substitute
+    sampler = QuantumSampler(SamplerConfig(temperature=0))
+    tokens = sampler.sample(bad)
+    assert int(tokens[4]) == 7 and torch.equal(tokens[:4], logits[:4].argmax(dim=1))
+    step = sampler.last_step()
+    assert np.flatnonzero(step.fallback_kind).tolist() == [4]
+    assert step.fallback_reason[4] == "NaN logits"
     with pytest.raises(LogitsError, match=r"rows \[4\]"):
-        sampler.sample(bad)
+        QuantumSampler(SamplerConfig(temperature=0, fallback="error")).sample(bad)
 
 
 def test_same_seed_same_tokens_and_different_seed_differs():
@@ -137,7 +150,7 @@ def test_failing_backend_falls_back_to_exact_and_counts_it(backend, reason):
     sampler = QuantumSampler(SamplerConfig(backend=backend, top_k=5, seed=0))
     tokens = sampler.sample(logits)
     assert (logits.topk(5, dim=1).indices == tokens[:, None]).any(dim=1).all()
-    step = sampler.last_step
+    step = sampler.last_step()
     assert step.fallback_count == 4
     assert all(f == "exact" for f in step.fallback)
     assert all(reason in r for r in step.fallback_reason)
@@ -154,7 +167,7 @@ def test_failing_backend_falls_back_to_exact_and_counts_it(backend, reason):
 def test_fallback_rows_carry_a_typed_failure_kind(backend, kind):
     sampler = QuantumSampler(SamplerConfig(backend=backend, top_k=5, seed=0))
     sampler.sample(logits_batch(batch=3, vocab=30))
-    step = sampler.last_step
+    step = sampler.last_step()
     assert step.fallback_kind.tolist() == [kind] * 3
     assert [r["fallback_kind"] for r in step.records()] == [kind.label] * 3
     assert all(r is not None for r in step.fallback_reason)
@@ -178,8 +191,8 @@ def test_one_failing_row_does_not_touch_the_others():
 
     sampler = QuantumSampler(SamplerConfig(backend=FlakyExact(), top_k=4, seed=0))
     sampler.sample(logits_batch(batch=3))
-    assert sampler.last_step.fallback.tolist() == [None, "exact", None]
-    assert "TimeoutError" in sampler.last_step.fallback_reason[1]
+    assert sampler.last_step().fallback.tolist() == [None, "exact", None]
+    assert "TimeoutError" in sampler.last_step().fallback_reason[1]
 
 
 def test_backend_capabilities_are_checked_at_construction():
@@ -202,8 +215,8 @@ def test_boltzmann_warns_where_it_is_not_measured_faithful():
 def test_any_dimod_sampler_instance_is_a_backend():
     sampler = QuantumSampler(SamplerConfig(backend=dimod.ExactSolver(), top_k=6, seed=0))
     sampler.sample(logits_batch())
-    assert sampler.last_step.backend == "ExactSolver"
-    assert sampler.last_step.fallback_count == 0
+    assert sampler.last_step().backend == "ExactSolver"
+    assert sampler.last_step().fallback_count == 0
 
 
 def test_telemetry_records_every_row_and_writes_jsonl(tmp_path):
@@ -242,7 +255,7 @@ def test_max_telemetry_steps_bounds_memory():
     sampler = QuantumSampler(SamplerConfig(top_k=4), max_telemetry_steps=2)
     for _ in range(5):
         sampler.sample(logits_batch(batch=2))
-    assert [s.step for s in sampler.telemetry.steps] == [3, 4]
+    assert [s.step for s in sampler.telemetry.steps()] == [3, 4]
 
 
 class RecordingSampler(dimod.Sampler):
@@ -277,8 +290,9 @@ def test_user_sampler_gets_the_parameters_it_declares(mode, beta_range):
     assert "beta" not in call  # not declared
 
 
-def test_bad_logits_through_the_sampler_name_the_rows():
-    sampler = QuantumSampler(SamplerConfig(top_k=4))
+@pytest.mark.parametrize("fused", [True, False])
+def test_bad_logits_under_fallback_error_name_the_rows(fused):
+    sampler = QuantumSampler(SamplerConfig(top_k=4, fallback="error"), fused=fused)
     logits = logits_batch(batch=4)
     logits[2, 5] = float("nan")
     with pytest.raises(LogitsError, match=r"rows \[2\]"):
@@ -289,6 +303,19 @@ def test_bad_logits_through_the_sampler_name_the_rows():
         sampler.sample(logits)
     with pytest.raises(LogitsError, match="unsqueeze"):
         sampler.sample(logits[0])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_bad_logits_under_fallback_exact_are_counted_not_raised(fused):
+    sampler = QuantumSampler(SamplerConfig(top_k=4, seed=0), fused=fused)
+    logits = logits_batch(batch=4)
+    logits[2, 5] = float("nan")
+    logits[1] = float("-inf")
+    tokens = sampler.sample(logits)
+    step = sampler.last_step()
+    assert np.flatnonzero(step.fallback_kind).tolist() == [1, 2]
+    assert step.fallback_reason[[1, 2]].tolist() == ["no finite logit", "NaN logits"]
+    assert (tokens >= 0).all() and int(tokens[2]) != 5
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

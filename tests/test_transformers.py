@@ -41,7 +41,7 @@ def test_generated_tokens_are_the_ones_qsample_chose(tiny_llama):
     processor = QSampleLogitsProcessor(top_k=16, temperature=0.8, seed=1)
     inputs, out = run(model, tokenizer, processor)
     new = out[:, inputs["input_ids"].shape[1]:]
-    chosen = torch.stack([torch.as_tensor(s.token_id) for s in processor.telemetry.steps], dim=1)
+    chosen = torch.stack([torch.as_tensor(s.token_id) for s in processor.telemetry.steps()], dim=1)
     assert torch.equal(new, chosen[:, : new.shape[1]])
 
 
@@ -88,7 +88,7 @@ def test_left_padded_batch_and_num_return_sequences(tiny_llama):
     inputs, out = run(model, tokenizer, processor, num_return_sequences=3, do_sample=True)
     assert inputs["attention_mask"][0].tolist().count(0) > 0  # the short prompt is padded
     assert out.shape[0] == 6
-    assert processor.telemetry.steps[0].batch_size == 6
+    assert processor.telemetry.steps()[0].batch_size == 6
     assert len({tuple(row.tolist()) for row in out}) > 2  # return sequences differ
 
 

@@ -33,9 +33,9 @@ def test_distinct_siblings_never_share_their_first_token(tiny_llama):
         for prompt in new:
             assert len({int(t) for t in prompt[:, 0]}) == N
             assert len({tuple(row.tolist()) for row in prompt}) == N
-        first = processor.telemetry.steps[0]
+        first = processor.telemetry.steps()[0]
         assert first.group.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-        assert (processor.telemetry.steps[1].group == -1).all()  # prefixes now all differ
+        assert (processor.telemetry.steps()[1].group == -1).all()  # prefixes now all differ
 
 
 def test_without_coupling_siblings_repeat_at_low_temperature(tiny_llama):
@@ -54,7 +54,7 @@ def test_boltzmann_always_scope_couples_siblings_at_every_step(tiny_llama):
     processor = QSampleLogitsProcessor(mode="boltzmann", coupling=2.0, coupling_scope="always",
                                        top_k=8, seed=1, num_return_sequences=N)
     generate(tiny_llama, processor)
-    for step in processor.telemetry.steps:
+    for step in processor.telemetry.steps():
         assert step.group.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 

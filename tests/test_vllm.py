@@ -293,16 +293,39 @@ def test_v1_follows_moves_swaps_and_removals():
     assert proc.apply(logits) is logits
 
 
-def test_a_failing_step_leaves_rows_to_vllm_and_is_counted(monkeypatch):
+def test_a_failing_step_leaves_rows_to_vllm_and_is_counted(tmp_path, monkeypatch, request):
+    path = tmp_path / "operator.json"
+    path.write_text(json.dumps({"fallback": "error"}))
+    monkeypatch.setenv("QSAMPLE_VLLM_CONFIG", str(path))
+    plugin.reset_operator_config()
+    request.addfinalizer(plugin.reset_operator_config)
     proc = v1_processor()
     proc.update_state(BatchUpdate(batch_size=1, removed=[], moved=[], added=[
         (0, params(qsample=1), [1], [])]))
     logits = torch.randn(1, 50)
-    logits[0, 3] = float("nan")  # the core sampler refuses NaN rows
+    logits[0, 3] = float("nan")  # under fallback "error" the core sampler refuses NaN rows
     original = logits.clone()
     out = proc.apply(logits)
     assert torch.equal(torch.nan_to_num(out), torch.nan_to_num(original))
     assert proc.stats.errors == 1 and "NaN" in proc.stats.last_error
+
+
+def test_a_nan_row_takes_its_substitute_token_and_is_counted(monkeypatch):
+    """Fallback "exact" (the default): the bad-logits policy of `qsample.pipeline` gives the
+    row its largest non-NaN logit, counted as a fallback; the server's other rows are sampled."""
+    monkeypatch.delenv("QSAMPLE_VLLM_CONFIG", raising=False)
+    plugin.reset_operator_config()
+    proc = v1_processor()
+    proc.update_state(BatchUpdate(batch_size=2, removed=[], moved=[], added=[
+        (0, params(qsample=1, qsample_seed=1), [1], []),
+        (1, params(qsample=1, qsample_seed=2), [1], [])]))
+    logits = torch.randn(2, 50)
+    logits[0, 3] = float("nan")
+    logits[0, 7] = 10.0
+    out = proc.apply(logits.clone())
+    assert torch.isfinite(out[0]).sum() == 1 and bool(torch.isfinite(out[0, 7]))
+    assert torch.isfinite(out[1]).sum() == 1
+    assert proc.stats.fallbacks == 1 and proc.stats.errors == 0
 
 
 def test_a_sampler_that_cannot_be_built_is_built_once_and_its_rows_fall_back_exactly(

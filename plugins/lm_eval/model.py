@@ -183,7 +183,7 @@ class QSampleHFLM(HFLM):
                                           qsample=self.processor, **generation_kwargs)
         finally:
             self.processor.contexts = None
-        steps = telemetry.steps
+        steps = telemetry.steps()
         for row, tokens in enumerate(context.tolist()):
             self._rows[self._row_key(tokens)].append({
                 "tokens": len(steps),

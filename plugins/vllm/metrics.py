@@ -21,7 +21,8 @@ Series (counters end in ``_total``): ``qsample_requests_admitted_total``,
 ``qsample_error_rows_total{reason}``, ``qsample_sampler_seconds`` (histogram per call),
 ``qsample_backend_calls_total{backend}``, ``qsample_backend_seconds_total{backend}``,
 ``qsample_qpu_access_seconds_total{backend}`` (engine). Reasons are exception class names,
-``no_valid_read`` or ``rejected`` (`qsample.backends.FailureKind`), so label sets stay small.
+``no_valid_read``, ``rejected`` or ``bad_logits`` (`qsample.backends.FailureKind`), so label
+sets stay small.
 """
 
 from __future__ import annotations

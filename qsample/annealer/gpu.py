@@ -79,6 +79,13 @@ def _launch(module, model, grid, tensors, keys, betas, states, energies, num_rea
             betas, states, energies, betas.shape[1], num_reads, width, **flags)
 
 
+def runs_resident(device: torch.device) -> bool:
+    """Whether a fused step on tensors of ``device`` runs on the tensors themselves (the Triton
+    kernel, `qsample.pipeline.ResidentStep`): CUDA tensors, and CPU tensors in a process that
+    runs Triton's interpreter (`interpreting`: how the tests run the GPU path without a GPU)."""
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
 def step_fits(num_reads: int, width: int) -> bool:
     """Whether a fused step of ``num_reads`` reads over ``width`` candidates fits one program."""
     block_r, block_k = _step_blocks(num_reads, width)
@@ -106,8 +113,8 @@ def _pow2(n: int) -> int:
 
 def launch_step(values: torch.Tensor, ids: torch.Tensor, keys: torch.Tensor,
                 betas: torch.Tensor, *, temperature: float, top_p: float, min_p: float,
-                gumbel: bool, penalty: float, num_reads: int, gibbs: bool, random_order: bool
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                perturb: bool, keep_lowest: bool, penalty: float, num_reads: int, gibbs: bool,
+                random_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """`sample_step_kernel` over the rows of ``values`` [B, k] (float32, on one device): int64
     [B, 5] and float32 [B, 3] outputs on that device, launched without a host synchronisation.
     ``keys``: the row keys' bits as int64 [B], ``betas`` float32 [S], on the same device."""
@@ -119,7 +126,7 @@ def launch_step(values: torch.Tensor, ids: torch.Tensor, keys: torch.Tensor,
     block_r, block_k = _step_blocks(num_reads, width)
     kernels().sample_step_kernel[(batch,)](
         values, ids, keys, betas, out_i, out_f, temperature, top_p, min_p, penalty,
-        betas.shape[0], num_reads, width, GUMBEL=gumbel, FILTER=top_p < 1.0 or min_p > 0.0,
-        GIBBS=gibbs,
-        RANDOM=random_order, BLOCK_R=block_r, BLOCK_K=block_k)
+        betas.shape[0], num_reads, width, PERTURB=perturb, KEEP_LOWEST=keep_lowest,
+        FILTER=top_p < 1.0 or min_p > 0.0, GIBBS=gibbs, RANDOM=random_order, BLOCK_R=block_r,
+        BLOCK_K=block_k)
     return out_i, out_f

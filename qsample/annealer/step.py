@@ -1,25 +1,27 @@
 """A whole sampling step in one kernel call: top-k logits -> token, for uncoupled one-hot steps.
 
-`QuantumSampler` builds a step from several numpy stages (candidates, a mode's weights, the
-anneal, decoding, the fallback draw, telemetry), each cheap but together ~0.4 ms of Python at
-B = 1. This module runs the same stages per row inside one parallel numba kernel (CPU), so the
-step costs the top-k, one kernel call and a few array allocations.
+The specification of a step is the numpy code of the staged path (`qsample.pipeline.StagedStep`:
+`qsample.candidates.select_candidates`, the mode's weights in `qsample.modes`, the anneal, the
+decoding and the fallback draw of `qsample.pipeline.FallbackComposite`). This module and
+`triton_kernels.sample_step_kernel` are compiled forms of it for one row per thread or program,
+so a step costs the top-k, one kernel call and a few allocations instead of ~0.4 ms of numpy
+stages at B = 1; tests/test_fused_step.py holds the numba kernel to the staged path row by row
+(tokens, ranks, statuses, probabilities) and tests/test_annealer_triton.py the Triton kernel.
+What a kernel reads of the mode is data (`KernelMode`), not a copy of the mode table.
 
-Per row, from the top-k values v (sorted descending) and their vocabulary ids:
+Per row, in the specification's order: candidates (+inf rows, tempering in float32, top-p,
+min-p, -inf dropped); weights (``perturb``: x + Gumbel noise of the row key's
+`rng.STREAM_GUMBEL` uniforms, shifted to max 0; else log softmax(x)); the anneal
+(`cpu.anneal_onehot_row`, the one-hot kernel's own row, with the row key); decoding (a read is
+valid when one-hot; ``keep_lowest`` keeps the lowest-energy valid read, else the first); no
+valid read: status `STATUS_NO_VALID_READ` and the exact draw by inverse CDF with the row key's
+`rng.STREAM_FALLBACK` uniform (`rng.categorical`). Rows with NaN or no finite logit are left
+to the caller with status `STATUS_NAN` / `STATUS_EMPTY` (token -1): the bad-logits policy is
+the pipeline's (`qsample.pipeline`).
 
-1. candidates (`qsample.candidates.select_candidates`): a row whose first value is +inf puts its
-   mass uniformly on its +inf tokens; x = (v - max) / T in float32; top-p keeps the shortest
-   prefix whose mass reaches top_p, min-p drops p_i < min_p p_max; -inf is dropped;
-2. weights (`qsample.modes`): gumbel w = x + g - max(x + g) with g = -log(-log u), u the row
-   key's `rng.STREAM_GUMBEL` uniforms; boltzmann w = log softmax(x);
-3. the anneal: `cpu.anneal_onehot_row`, the one-hot kernel's own row, with the row key;
-4. decoding: a read is valid when one-hot; gumbel keeps the lowest-energy valid read, boltzmann
-   the first; no valid read: status `STATUS_NO_VALID_READ` and the fallback's exact draw by inverse
-   CDF with the row key's `rng.STREAM_FALLBACK` uniform (`rng.categorical`).
-
-The integer work (keys, counters, draws) is bit-identical to the numpy path; numpy's vectorised
-log and exp may differ from the kernel's libm ones in the last bit, so a token differs only
-where two candidates' perturbed weights tie to within rounding (tests check the two paths agree).
+The integer work (keys, counters, draws) is bit-identical to numpy; numpy's vectorised log and
+exp may differ from the kernel's libm ones in the last bit, so a token differs only where two
+candidates' perturbed weights tie to within rounding.
 """
 
 from __future__ import annotations
@@ -38,8 +40,6 @@ from .gpu import device_betas, launch_step
 
 STATUS_OK, STATUS_NO_VALID_READ = status.OK, status.NO_VALID_READ
 STATUS_NAN, STATUS_EMPTY = status.NAN, status.EMPTY
-MODE_CODES = {"gumbel": 0, "boltzmann": 1}
-_GUMBEL = MODE_CODES["gumbel"]
 _GOLDEN = rng.SPLITMIX_GOLDEN
 _STREAM_GUMBEL = np.uint64(rng.STREAM_GUMBEL)
 _STREAM_FALLBACK = np.uint64(rng.STREAM_FALLBACK)
@@ -49,6 +49,20 @@ _INV53 = 1.0 / 2**53
 _TOKEN, _RANK, _SIZE, _VALID, _STATUS = range(5)
 # float columns
 _PROB, _ENTROPY, _ENERGY = range(3)
+
+
+@dataclass(frozen=True)
+class KernelMode:
+    """What the fused kernels read of a mode (`qsample.modes.Mode.kernel`), as data.
+
+    Attributes:
+        perturb: weights w = x + g - max(x + g), g the row key's Gumbel noise
+            (`rng.STREAM_GUMBEL`); else w = log softmax(x).
+        keep_lowest: keep the lowest-energy valid read; else the first valid read.
+    """
+
+    perturb: bool
+    keep_lowest: bool
 
 
 @dataclass(frozen=True)
@@ -133,8 +147,8 @@ def _candidates(v, temperature, top_p, min_p, x):
 
 
 @njit(inline="always", cache=True)
-def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_reads, gibbs,
-              random_order, xs, energies, out_i, out_f):
+def _step_row(v, ids, key, temperature, top_p, min_p, perturb, keep_lowest, penalty, betas,
+              num_reads, gibbs, random_order, xs, energies, out_i, out_f):
     """One row: candidates, weights, anneal, decoding (module docstring)."""
     k = v.shape[0]
     out_i[_TOKEN] = -1
@@ -161,7 +175,7 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
         e[i] = math.exp(x[i] - x[0])
         total += e[i]
     w = np.empty(size)
-    if mode == _GUMBEL:
+    if perturb:
         peak = -np.inf
         for i in range(size):
             w[i] = x[i] - math.log(-math.log(_uniform53(key, _STREAM_GUMBEL, i + 1)))
@@ -182,7 +196,7 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
             ones += xs[r, i]
         if ones == 1:
             valid += 1
-            if pick < 0 or (mode == _GUMBEL and energies[r] < energies[pick]):
+            if pick < 0 or (keep_lowest and energies[r] < energies[pick]):
                 pick = r
     out_i[_VALID] = valid
     if pick >= 0:
@@ -218,40 +232,41 @@ def _step_row(v, ids, key, temperature, top_p, min_p, mode, penalty, betas, num_
 
 
 @njit(inline="always", cache=True)
-def _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
-               gibbs, random_order, states, energies, out_i, out_f):
+def _step_body(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest, penalty,
+               betas, num_reads, gibbs, random_order, states, energies, out_i, out_f):
     for b in prange(values.shape[0]):
-        _step_row(values[b], ids[b], keys[b], temperature, top_p, min_p, mode, penalty, betas,
-                  num_reads, gibbs, random_order, states[b], energies[b], out_i[b], out_f[b])
+        _step_row(values[b], ids[b], keys[b], temperature, top_p, min_p, perturb, keep_lowest,
+                  penalty, betas, num_reads, gibbs, random_order, states[b], energies[b],
+                  out_i[b], out_f[b])
 
 
 # One compiled kernel per (acceptance, order), as `cpu.ONEHOT_KERNELS`.
 @njit(parallel=True, cache=True)
-def _step_metropolis_sequential(values, ids, keys, temperature, top_p, min_p, mode, penalty,
-                                betas, num_reads, states, energies, out_i, out_f):
-    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
-               False, False, states, energies, out_i, out_f)
+def _step_metropolis_sequential(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest,
+                                penalty, betas, num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest, penalty,
+               betas, num_reads, False, False, states, energies, out_i, out_f)
 
 
 @njit(parallel=True, cache=True)
-def _step_metropolis_random(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas,
-                            num_reads, states, energies, out_i, out_f):
-    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
-               False, True, states, energies, out_i, out_f)
+def _step_metropolis_random(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest,
+                            penalty, betas, num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest, penalty,
+               betas, num_reads, False, True, states, energies, out_i, out_f)
 
 
 @njit(parallel=True, cache=True)
-def _step_gibbs_sequential(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas,
-                           num_reads, states, energies, out_i, out_f):
-    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
-               True, False, states, energies, out_i, out_f)
+def _step_gibbs_sequential(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest,
+                           penalty, betas, num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest, penalty,
+               betas, num_reads, True, False, states, energies, out_i, out_f)
 
 
 @njit(parallel=True, cache=True)
-def _step_gibbs_random(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas,
-                       num_reads, states, energies, out_i, out_f):
-    _step_body(values, ids, keys, temperature, top_p, min_p, mode, penalty, betas, num_reads,
-               True, True, states, energies, out_i, out_f)
+def _step_gibbs_random(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest, penalty,
+                       betas, num_reads, states, energies, out_i, out_f):
+    _step_body(values, ids, keys, temperature, top_p, min_p, perturb, keep_lowest, penalty,
+               betas, num_reads, True, True, states, energies, out_i, out_f)
 
 
 STEP_KERNELS = {
@@ -263,8 +278,8 @@ STEP_KERNELS = {
 
 
 def sample_step(values: Any, ids: Any, keys: Any, *, temperature: float, top_p: float,
-                min_p: float, mode: str, penalty: float, betas: np.ndarray, num_reads: int,
-                acceptance: str, order: str) -> StepOutput:
+                min_p: float, mode: KernelMode, penalty: float, betas: np.ndarray,
+                num_reads: int, acceptance: str, order: str) -> StepOutput:
     """One fused step (module docstring): numpy arrays on the CPU kernel, torch tensors on the
     Triton kernel (CUDA, or Triton's interpreter on CPU tensors for tests), whose outputs stay
     on the device with no host synchronisation.
@@ -274,31 +289,24 @@ def sample_step(values: Any, ids: Any, keys: Any, *, temperature: float, top_p: 
         ids: int64 [B, k] their vocabulary ids.
         keys: uint64 [B] row keys (numpy), or their bits as int64 [B] on the tensors' device.
         temperature, top_p, min_p: the candidate filters (temperature > 0).
-        mode: ``"gumbel"`` or ``"boltzmann"``.
+        mode: the mode's `KernelMode` (`qsample.modes.Mode.kernel`).
         penalty: the one-hot penalty A > 0.
         betas: float64 [S] inverse temperature per sweep.
         num_reads, acceptance, order: the anneal's (`anneal_onehot`).
     """
+    gibbs, random_order = acceptance == "gibbs", order == "random"
     if not isinstance(values, np.ndarray):
-        return _device_step(values, ids, keys, temperature=temperature, top_p=top_p,
-                            min_p=min_p, mode=mode, penalty=penalty, betas=betas,
-                            num_reads=num_reads, acceptance=acceptance, order=order)
+        return StepOutput.of(*launch_step(
+            values, ids, keys, device_betas(betas, values.device), temperature=temperature,
+            top_p=top_p, min_p=min_p, perturb=mode.perturb, keep_lowest=mode.keep_lowest,
+            penalty=penalty, num_reads=num_reads, gibbs=gibbs, random_order=random_order))
     batch, k = values.shape
     states = np.empty((batch, num_reads, k), dtype=np.int8)
     energies = np.empty((batch, num_reads))
     out_i = np.empty((batch, 5), dtype=np.int64)
     out_f = np.empty((batch, 3))
-    kernel = STEP_KERNELS[acceptance == "gibbs", order == "random"]
-    kernel(values, ids, keys, np.float32(temperature), np.float32(top_p), np.float32(min_p),
-           MODE_CODES[mode], float(penalty), betas, num_reads, states, energies, out_i, out_f)
+    STEP_KERNELS[gibbs, random_order](
+        values, ids, keys, np.float32(temperature), np.float32(top_p), np.float32(min_p),
+        mode.perturb, mode.keep_lowest, float(penalty), betas, num_reads, states, energies,
+        out_i, out_f)
     return StepOutput.of(out_i, out_f)
-
-
-def _device_step(values, ids, keys, *, temperature, top_p, min_p, mode, penalty, betas,
-                 num_reads, acceptance, order) -> StepOutput:
-    out_i, out_f = launch_step(
-        values, ids, keys, device_betas(betas, values.device), temperature=temperature,
-        top_p=top_p, min_p=min_p, gumbel=mode == "gumbel", penalty=penalty, num_reads=num_reads,
-        gibbs=acceptance == "gibbs", random_order=order == "random")
-    return StepOutput.of(out_i, out_f)
-

@@ -156,7 +156,7 @@ def _uniform53(key, stream, index):
 @triton.jit
 def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_ptr,
                        temperature, top_p, min_p, penalty, num_sweeps, num_reads, width,
-                       GUMBEL: tl.constexpr, FILTER: tl.constexpr,
+                       PERTURB: tl.constexpr, KEEP_LOWEST: tl.constexpr, FILTER: tl.constexpr,
                        GIBBS: tl.constexpr, RANDOM: tl.constexpr,
                        BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """`qsample.annealer.step` for one row per program, all its reads in one tile: candidates
@@ -188,7 +188,7 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     peak = tl.max(x, axis=0)
     e = tl.where(keep, tl.exp(x - peak), 0.0)
     p = e / tl.sum(e, axis=0)
-    if GUMBEL:
+    if PERTURB:
         u = _uniform53(key, STREAM_GUMBEL, cols + 1)
         perturbed = tl.where(keep, x.to(tl.float64) - tl.log(-tl.log(u)), float("-inf"))
         w = (perturbed - tl.max(perturbed, axis=0)).to(tl.float32)
@@ -201,7 +201,7 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     energy = _onehot_energy(xs, n, w, penalty)
     valid = (n == 1) & (reads < num_reads)
     count = tl.sum(valid.to(tl.int32), axis=0)
-    if GUMBEL:
+    if KEEP_LOWEST:
         pick = tl.argmin(tl.where(valid, energy, float("inf")), axis=0)
     else:
         pick = tl.argmin(tl.where(valid, reads, BLOCK_R), axis=0)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import rng
 from .core import ACCEPTANCE, ORDERS, anneal_coupled, anneal_dense, anneal_onehot, anneal_sparse
-from .step import sample_step
+from .step import KernelMode, sample_step
 
 WARM_UP_READS = 2  # two reads, so that the best-read reduction runs too
 WARM_UP_BETAS = np.array([0.5, 1.0])
@@ -45,7 +45,8 @@ def warm_up() -> dict[str, float]:
             seconds[f"{model}/{acceptance}/{order}"] = time.perf_counter() - start
         start = time.perf_counter()
         sample_step(np.array([[1.0, 0.0]], np.float32), np.array([[0, 1]]), rng.row_keys(0, 0, 1),
-                    temperature=1.0, top_p=1.0, min_p=0.0, mode="gumbel", penalty=1.0,
+                    temperature=1.0, top_p=1.0, min_p=0.0, penalty=1.0,
+                    mode=KernelMode(perturb=True, keep_lowest=True),  # both modes' code runs
                     betas=WARM_UP_BETAS.copy(), num_reads=WARM_UP_READS, acceptance=acceptance,
                     order=order)
         seconds[f"step/{acceptance}/{order}"] = time.perf_counter() - start

@@ -1,6 +1,5 @@
 """Backends: the solvers a `QuantumSampler` hands each step's problems to."""
 
-from ..annealer.step import STATUS_EMPTY, STATUS_NAN, STATUS_NO_VALID_READ, StepOutput
 from .base import (
     THERMAL_BETA,
     Backend,
@@ -9,7 +8,6 @@ from .base import (
     RejectedResult,
     SolveRequest,
     SolveResult,
-    StepSpec,
     describe,
 )
 from .batched_sa import BatchedSABackend
@@ -17,9 +15,6 @@ from .dimod_backends import DimodBackend, ExactBackend, NealBackend, TabuBackend
 from .registry import available_backends, make_backend, register_backend
 
 __all__ = [
-    "STATUS_EMPTY",
-    "STATUS_NAN",
-    "STATUS_NO_VALID_READ",
     "THERMAL_BETA",
     "Backend",
     "BatchedSABackend",
@@ -31,8 +26,6 @@ __all__ = [
     "RejectedResult",
     "SolveRequest",
     "SolveResult",
-    "StepOutput",
-    "StepSpec",
     "TabuBackend",
     "TreeBackend",
     "available_backends",

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ..annealer import beta_schedule
-from ..annealer.step import StepOutput
 from ..errors import ConfigError
 from ..problems import OneHotProblems
 from .measured import fidelity_note
@@ -40,6 +39,7 @@ class FailureKind(enum.IntEnum):
     RAISED = 1  # the backend call raised; the text is "ExceptionType: message"
     REJECTED = 2  # the backend's reads do not fit the problem (shape, values, variables)
     NO_VALID_READ = 3  # the reads fit, but none is a one-hot state of the row
+    BAD_LOGITS = 4  # NaN or no finite logit: nothing to sample (`qsample.pipeline`)
 
     @property
     def label(self) -> str:
@@ -180,19 +180,6 @@ class SolveResult:
                    seconds, calls, timing or {})
 
 
-@dataclass(frozen=True)
-class StepSpec:
-    """What a fused step (`Backend.step`) takes from the sampler's config, resolved once:
-    the candidate filters (temperature > 0, top_p, min_p), the mode's name and the one-hot
-    penalty A."""
-
-    temperature: float
-    top_p: float
-    min_p: float
-    mode: str
-    penalty: float
-
-
 #: The candidates of a `SamplerConfig` that gives no ``top_k``, on a backend without a K limit.
 DEFAULT_TOP_K = 64
 
@@ -276,14 +263,9 @@ class Backend(ABC):
         """Return reads for every row of ``problems``."""
 
     def fused_devices(self, request: SolveRequest, top_k: int) -> tuple[str, ...]:
-        """The device types ("cpu", "cuda") on which `step` runs a whole uncoupled step of
-        ``request`` at up to ``top_k`` candidates in one call; default none."""
+        """The device types ("cpu", "cuda") on which the sampler may run a whole uncoupled step
+        of ``request`` at up to ``top_k`` candidates as one call of the annealer's fused step
+        kernel (`qsample.annealer.step.sample_step`, `qsample.pipeline.FusedStep`), with this
+        backend's resolved ``request.settings``: only for a backend whose `solve` is that
+        kernel's one-hot anneal. Default: none."""
         return ()
-
-    def step(self, values: Any, ids: Any, keys: Any, spec: StepSpec,
-             request: SolveRequest) -> StepOutput:
-        """A whole uncoupled step (`qsample.annealer.step`) from the top-k logits ``values``
-        [B, k] (float32, sorted descending) and their vocabulary ``ids`` [B, k], with the row
-        ``keys`` and ``request``'s resolved settings, on a device of `fused_devices`: numpy
-        arrays on the CPU, tensors (keys as int64 bits) on a GPU."""
-        raise NotImplementedError(f"backend '{self.name}' has no fused step")

@@ -23,9 +23,8 @@ import numpy as np
 
 from ..annealer import anneal_coupled, anneal_onehot
 from ..annealer.gpu import step_fits
-from ..annealer.step import StepOutput, sample_step
 from ..problems import OneHotProblems
-from .base import Backend, Failures, SolveRequest, SolveResult, StepSpec
+from .base import Backend, Failures, SolveRequest, SolveResult
 
 
 class BatchedSABackend(Backend):
@@ -81,10 +80,3 @@ class BatchedSABackend(Backend):
     def fused_devices(self, request: SolveRequest, top_k: int) -> tuple[str, ...]:
         """The CPU always; CUDA when a row's reads fit one Triton program (`step_fits`)."""
         return ("cpu", "cuda") if step_fits(request.num_reads, top_k) else ("cpu",)
-
-    def step(self, values: Any, ids: Any, keys: Any, spec: StepSpec,
-             request: SolveRequest) -> StepOutput:
-        """The whole step in one kernel call (`qsample.annealer.step.sample_step`)."""
-        return sample_step(values, ids, keys, temperature=spec.temperature, top_p=spec.top_p,
-                           min_p=spec.min_p, mode=spec.mode, penalty=spec.penalty,
-                           num_reads=request.num_reads, **request.settings)
