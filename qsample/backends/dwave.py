@@ -58,6 +58,7 @@ from .dimod_backends import add_timing, union_reads
 
 # Advantage's, problem units (docs/sources.md: D-Wave's freeze-out estimate 6.09; the published
 # qubit temperature gives 5.05, Advantage2's 8.93); `qsample calibrate` measures a solver's
+# own, which replaces this one where it is stored (``beta_qpu_calibrated``)
 DEFAULT_BETA_QPU = 6.0
 MAX_K_PROPERTY = "qsample_max_k"  # a solver property: the largest clique its sampler can solve
 # a solver property: the most variables (n x K) of one coupled group its sampler can solve
