@@ -60,7 +60,7 @@ BAD_LOGITS_FALLBACK = "top-token"
 MS_PER_S = 1e3  # CUDA events measure milliseconds
 
 
-@dataclass
+@dataclass(slots=True)
 class StepResult:
     """What a step did, row by row (host arrays [B]) and in its backend calls.
 
@@ -95,9 +95,10 @@ class StepResult:
 
     @classmethod
     def of_kernel(cls, out: StepOutput, token: np.ndarray, num_reads: int, policy: str,
-                  seconds: float) -> StepResult:
+                  seconds: float, bad: BadRows | None) -> StepResult:
         """A fused step's result from its kernel's host arrays ``out``, ``token`` the ids
-        returned: rows without a valid read took ``policy``'s draw; bad rows are marked."""
+        returned: rows without a valid read took ``policy``'s draw; ``bad`` rows (None: none)
+        are marked."""
         batch = out.status.shape[0]
         failures = Failures.none(batch)
         fallback = np.full(batch, None, dtype=object)
@@ -109,7 +110,7 @@ class StepResult:
                      entropy=out.entropy, energy=out.energy, valid_reads=out.valid,
                      num_reads=np.full(batch, num_reads), fallback=fallback, failures=failures,
                      backend_seconds=seconds, backend_calls=1)
-        return result.with_bad_rows(kernel_bad_rows(out.status))
+        return result if bad is None else result.with_bad_rows(bad)
 
     @classmethod
     def greedy(cls, token: np.ndarray) -> StepResult:
@@ -158,8 +159,11 @@ class PendingResult:
     ready: Callable[[], bool] | None = None
 
 
-def kernel_bad_rows(codes: np.ndarray) -> BadRows:
-    """The bad rows of a fused step's ``status`` codes (`qsample.annealer.status`)."""
+def kernel_bad_rows(codes: np.ndarray) -> BadRows | None:
+    """The bad rows of a fused step's ``status`` codes (`qsample.annealer.status`), None where
+    there is none (the common case, checked with one comparison)."""
+    if not (codes >= status.NAN).any():
+        return None
     return BadRows(nan=codes == status.NAN, empty=codes == status.EMPTY)
 
 
@@ -385,8 +389,8 @@ when telemetry is off and building it would cost work)."""
 
 
 class GreedyStep:
-    """Temperature 0: each row's argmax, no candidates and no backend call. One host copy
-    (tokens and bad-row flags), where telemetry or the bad-logits policy needs it."""
+    """Temperature 0: each row's argmax, no candidates and no backend call. One host copy per
+    step (tokens and bad-row flags: the bad-logits policy needs them, on a GPU too)."""
 
     def __init__(self, policy: str) -> None:
         self.policy = policy
@@ -465,7 +469,7 @@ class FusedStep:
         seconds = time.perf_counter() - start
         token = out.token
         bad = kernel_bad_rows(out.status)
-        if bad.any():
+        if bad is not None:
             if self.config.fallback == "error":
                 raise bad.error()
             token = np.where(bad.mask, substitute_tokens(values, ids).numpy(), token)
@@ -474,7 +478,7 @@ class FusedStep:
             raise self.composite.refused(np.flatnonzero(failed),
                                          no_valid_read(self.request.num_reads))
         result = (StepResult.of_kernel(out, token, self.request.num_reads, self.config.fallback,
-                                       seconds) if record else None)
+                                       seconds, bad) if record else None)
         return torch.from_numpy(token), result
 
 
@@ -510,7 +514,8 @@ class ResidentStep(FusedStep):
                 events[1].synchronize()
             seconds = events[0].elapsed_time(events[1]) / MS_PER_S if events else 0.0
             out_i, out_f, token = (column.numpy() for column in host)
-            return StepResult.of_kernel(StepOutput.of(out_i, out_f), token, reads, policy,
-                                        seconds)
+            out = StepOutput.of(out_i, out_f)
+            return StepResult.of_kernel(out, token, reads, policy, seconds,
+                                        kernel_bad_rows(out.status))
 
         return tokens, PendingResult(build, events[1].query if events else None)

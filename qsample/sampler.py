@@ -166,6 +166,8 @@ class QuantumSampler:
         devices = (self.backend.fused_devices(self.request, cfg.top_k)
                    if fused and cfg.temperature else ())
         self.fused_devices = tuple(d for d in devices if d == "cpu" or cfg.fallback == "exact")
+        self._resident_devices = tuple(d for d in self.fused_devices
+                                       if runs_resident(torch.device(d)))
         self._fused = FusedStep(cfg, self.mode, self.request, self.penalty, composite)
         self._resident = ResidentStep(cfg, self.mode, self.request, self.penalty, composite)
         self.warmup_seconds = time.perf_counter() - start
@@ -224,7 +226,8 @@ class QuantumSampler:
         if self.config.temperature == 0:
             strategy = self._greedy
         elif groups is None and logits.device.type in self.fused_devices:
-            strategy = self._resident if runs_resident(logits.device) else self._fused
+            resident = logits.device.type in self._resident_devices
+            strategy = self._resident if resident else self._fused
         else:
             strategy = self._staged
         tokens, result = strategy.run(logits, keys, groups, continuation, self.record_telemetry)

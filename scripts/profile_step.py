@@ -22,8 +22,8 @@ from pathlib import Path
 FUNCTIONS = (
     ("processor apply (all qsample work)", "plugins/vllm/processor.py", "apply"),
     ("  sampler call (QuantumSampler.sample)", "qsample/sampler.py", "sample"),
-    ("    candidates (top-k / top-p)", "qsample/candidates.py", "select_candidates"),
-    ("    fused step (backend)", "qsample/sampler.py", "_fused_step"),
+    ("    candidates (top-k / top-p)", "qsample/candidates.py", "screen_candidates"),
+    ("    the step strategy (fused: one kernel call)", "qsample/pipeline.py", "run"),
     ("  penalties (V1)", "plugins/vllm/processor.py", "penalise"),
     ("  coupling groups", "plugins/vllm/processor.py", "_groups"),
     ("  metrics publish", "plugins/vllm/metrics.py", "publish"),
