@@ -172,8 +172,8 @@ def screen_candidates(
     k = min(top_k, logits.shape[1])
     # The only pass over the vocabulary: tempering and shifting keep the order, and topk sorts
     # NaN first, then +inf, so every check below runs on the small [B, k] block.
-    raw, ids = torch.topk(logits, k, dim=1, sorted=True)
-    values = raw.float()
+    values, ids = torch.topk(logits, k, dim=1, sorted=True)
+    values = values.float()
     nan_flag = torch.isnan(values[:, :1])
     posinf = torch.isposinf(values)
     values = torch.where(posinf[:, :1], torch.where(posinf, 0.0, float("-inf")), values)
@@ -196,30 +196,29 @@ def screen_candidates(
             keep |= (rank < floor) & torch.isfinite(values)
     values = values.masked_fill(~keep, float("-inf"))
 
-    substitute = substitute_tokens(raw, ids)[:, None]
     if logits.shape[1] < _MAX_EXACT_FLOAT32_ID:
-        packed = torch.cat([values, ids.to(torch.float32), nan_flag.to(torch.float32),
-                            substitute.to(torch.float32)], dim=1)
+        packed = torch.cat([values, ids.to(torch.float32), nan_flag.to(torch.float32)], dim=1)
         host = packed.cpu().numpy()  # the step's one device-to-host copy
         host_values, host_ids = host[:, :k], host[:, k : 2 * k].astype(np.int64)
-        host_nan, host_substitute = host[:, 2 * k] > 0, host[:, 2 * k + 1].astype(np.int64)
+        host_nan = host[:, 2 * k] > 0
     else:  # ids would not be exact in float32
         host_values = values.cpu().numpy()
         host_ids = ids.cpu().numpy()
         host_nan = nan_flag.cpu().numpy()[:, 0]
-        host_substitute = substitute.cpu().numpy()[:, 0]
 
     host_values = host_values.astype(np.float64)
     sizes = np.isfinite(host_values).sum(axis=1)
     bad = BadRows(nan=host_nan.astype(bool), empty=(sizes == 0) & ~host_nan)
-    host_ids = np.where(np.isfinite(host_values), host_ids, -1)
     if bad.any():  # one candidate: the substitute, at logit 0
-        rows = bad.mask
+        rows = np.flatnonzero(bad.mask)
+        # `substitute_tokens` on the host: NaN is -inf here, and the filters keep a row's
+        # largest finite value, so the first maximum is its largest non-NaN (index 0: none)
+        substitute = host_ids[rows, np.argmax(host_values[rows], axis=1)]
         host_values[rows] = -np.inf
         host_values[rows, 0] = 0.0
-        host_ids[rows] = -1
-        host_ids[rows, 0] = host_substitute[rows]
-        sizes = np.where(rows, 1, sizes)
+        host_ids[rows, 0] = substitute
+        sizes[rows] = 1
+    host_ids = np.where(np.isfinite(host_values), host_ids, -1)
     width = int(sizes.max())
     block = CandidateBlock(
         logits=np.ascontiguousarray(host_values[:, :width]),

@@ -29,10 +29,11 @@ def _logits() -> torch.Tensor:
     x[2, 10:] = float("-inf")  # fewer finite logits than top_k
     x[3, [4, 9]] = float("nan")  # bad: a NaN logit
     x[4, :] = float("-inf")  # bad: no finite logit
+    x[5, :40] = float("nan")  # bad: NaN fills the top-k (its first top-k token)
     return x
 
 
-BAD_ROWS = [3, 4]
+BAD_ROWS = [3, 4, 5]
 
 
 def _pair(config: SamplerConfig) -> tuple[QuantumSampler, QuantumSampler]:
@@ -85,8 +86,9 @@ def test_only_uncoupled_batched_sa_steps_are_fused(monkeypatch):
 
 
 def test_bad_rows_take_their_substitute_and_are_counted():
-    """Fallback "exact": a NaN row takes its largest non-NaN logit, an all -inf row its first
-    top-k token; both counted as BAD_LOGITS; the other rows are sampled as usual."""
+    """Fallback "exact": a NaN row takes its largest non-NaN logit, an all -inf row (or one
+    whose top-k is all NaN) its first top-k token; all counted as BAD_LOGITS; the other rows are
+    sampled as usual."""
     logits = _logits()[:8]
     for sampler in _pair(SamplerConfig(top_k=8, seed=0)):
         tokens = sampler.sample(logits)
@@ -94,10 +96,12 @@ def test_bad_rows_take_their_substitute_and_are_counted():
         clean = torch.where(torch.isnan(logits[3]), float("-inf"), logits[3])
         assert int(tokens[3]) == int(clean.argmax())
         assert int(tokens[4]) == int(torch.topk(logits[4], 8).indices[0])
+        assert int(tokens[5]) == int(torch.topk(logits[5], 8).indices[0])  # a NaN token
         assert np.flatnonzero(step.fallback_kind).tolist() == BAD_ROWS
         assert set(step.fallback_kind[BAD_ROWS]) == {FailureKind.BAD_LOGITS}
-        assert step.fallback[BAD_ROWS].tolist() == [pipeline.BAD_LOGITS_FALLBACK] * 2
-        assert step.fallback_reason[BAD_ROWS].tolist() == ["NaN logits", "no finite logit"]
+        assert step.fallback[BAD_ROWS].tolist() == [pipeline.BAD_LOGITS_FALLBACK] * 3
+        assert step.fallback_reason[BAD_ROWS].tolist() == ["NaN logits", "no finite logit",
+                                                           "NaN logits"]
         assert (step.k[BAD_ROWS] == 0).all() and np.isnan(step.target_prob[BAD_ROWS]).all()
 
 
