@@ -1,5 +1,9 @@
 """`QuantumSampler`: logits -> candidates -> one-hot QUBO -> backend -> token + telemetry.
 
+Settings are resolved once, at construction; each call runs one strategy of `qsample.pipeline`
+(greedy, staged, fused on the host, or resident on the GPU), all with one result and telemetry
+shape and one bad-logits policy.
+
 Target distribution (every mode): p = softmax(l / T) over the candidate set left by top-k, then
 top-p, then min-p, renormalised. ``temperature=0`` is greedy argmax with no backend call.
 

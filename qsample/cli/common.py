@@ -68,6 +68,9 @@ FIELD_HELP = {
 UNSET = {"mode": "gumbel, or boltzmann where the backend samples only thermally",
          "top_k": "the backend's, 64 where it has no K limit", "num_reads": "the mode's",
          "num_sweeps": "the mode's", "beta_range": "the mode's", "seed": "fresh entropy"}
+#: Why the commands' own default of a field differs from SamplerConfig's, where they all agree.
+REASONS = {"temperature": "a usual temperature for text",
+           "seed": "fixed, so that a measurement repeats"}
 CHOICES = {"mode": MODES, "beta_schedule": SCHEDULES, "fallback": FALLBACKS,
            "batching": BATCHING, "coupling_scope": COUPLING_SCOPES}
 
@@ -92,7 +95,8 @@ def add_sampler_flags(parser: argparse.ArgumentParser, *names: str, multiple: An
         default = defaults.get(name, field.default)
         said = _show(name, default)
         if said != _show(name, field.default):
-            said += f"; SamplerConfig's: {_show(name, field.default)}"
+            reason = f", {REASONS[name]}" if name in REASONS else ""
+            said += f"{reason}; SamplerConfig's: {_show(name, field.default)}"
         group.add_argument(
             "--" + name.replace("_", "-"), default=default,
             type=None if "str" in kind or "Any" in kind else float if "float" in kind else int,
