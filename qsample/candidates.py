@@ -97,14 +97,13 @@ def list_rows(rows: np.ndarray) -> str:
 @dataclass(frozen=True)
 class BadRows:
     """Rows whose logits leave nothing to sample (the pipeline's bad-logits policy,
-    `qsample.pipeline`): a NaN logit (``nan``), or no finite logit (``empty``), bool [B] each."""
+    `qsample.pipeline`): a NaN logit (``nan``), or no finite logit (``empty``), bool [B] each.
+    Such a row's substitute token is its largest non-NaN logit among the top-k (the first on
+    ties, so the first top-k token where every one is NaN or -inf): `screen_candidates` here,
+    the fused step kernels (`qsample.annealer.step`) on their own."""
 
     nan: np.ndarray
     empty: np.ndarray
-
-    @classmethod
-    def none(cls, batch: int) -> BadRows:
-        return cls(np.zeros(batch, dtype=bool), np.zeros(batch, dtype=bool))
 
     @property
     def mask(self) -> np.ndarray:
@@ -118,14 +117,6 @@ class BadRows:
         if self.nan.any():
             return nan_rows_error(np.flatnonzero(self.nan))
         return empty_rows_error(np.flatnonzero(self.empty))
-
-
-def substitute_tokens(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """The token each row of top-k ``values`` [B, k] (sorted descending, torch.topk's) and
-    vocabulary ``ids`` [B, k] takes when its logits are bad (`BadRows`): its largest non-NaN
-    value (the first on ties; the first top-k token where every one is NaN or -inf)."""
-    clean = torch.where(torch.isnan(values), float("-inf"), values)
-    return ids.gather(1, clean.argmax(dim=1, keepdim=True))[:, 0]
 
 
 def select_candidates(
@@ -160,7 +151,7 @@ def screen_candidates(
 ) -> tuple[CandidateBlock, BadRows]:
     """Filter and sort candidates on the logits' device, then copy the block to the host once;
     and the rows whose logits are bad (`BadRows`), each left with one candidate, its
-    `substitute_tokens` token, at tempered logit 0.
+    substitute token, at tempered logit 0.
 
     ``min_keep`` (int [B], optional): top-p and min-p leave row b at least min_keep[b] of its
     top-k finite candidates (as transformers' ``min_tokens_to_keep``; distinct siblings need
@@ -178,6 +169,7 @@ def screen_candidates(
     posinf = torch.isposinf(values)
     values = torch.where(posinf[:, :1], torch.where(posinf, 0.0, float("-inf")), values)
     values = values.masked_fill(torch.isnan(values), float("-inf"))
+    ranked = values  # unfiltered: a bad row's values as they were, NaN as -inf
     # subtract the row max before dividing by T: a tiny T then sends the others to -inf
     # instead of overflowing several tokens to +inf (softmax is shift-invariant)
     top = values[:, :1]
@@ -209,11 +201,11 @@ def screen_candidates(
     host_values = host_values.astype(np.float64)
     sizes = np.isfinite(host_values).sum(axis=1)
     bad = BadRows(nan=host_nan.astype(bool), empty=(sizes == 0) & ~host_nan)
-    if bad.any():  # one candidate: the substitute, at logit 0
+    if bad.any():  # one candidate: the substitute (`BadRows`), at logit 0
         rows = np.flatnonzero(bad.mask)
-        # `substitute_tokens` on the host: NaN is -inf here, and the filters keep a row's
-        # largest finite value, so the first maximum is its largest non-NaN (index 0: none)
-        substitute = host_ids[rows, np.argmax(host_values[rows], axis=1)]
+        # from their unfiltered values: a second, small copy, made only when a row is bad
+        first_max = ranked[torch.from_numpy(rows).to(ranked.device)].argmax(dim=1)
+        substitute = host_ids[rows, first_max.cpu().numpy()]
         host_values[rows] = -np.inf
         host_values[rows, 0] = 0.0
         host_ids[rows, 0] = substitute

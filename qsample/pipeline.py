@@ -16,7 +16,7 @@ Bad logits, one policy for every strategy and device: a row with a NaN logit, or
 logit, has no distribution to sample. With fallback ``"error"`` the step raises `LogitsError`
 naming the rows (the resident step, which could not raise without waiting for the device, is
 only used with ``"exact"``); with fallback ``"exact"`` the row takes its substitute token (its
-largest non-NaN logit among the top-k, `candidates.substitute_tokens`; among all V for greedy),
+largest non-NaN logit among the top-k, `candidates.BadRows`; among all V for greedy),
 the other rows are sampled as usual, and the row is counted: telemetry ``fallback``
 `BAD_LOGITS_FALLBACK`, ``fallback_kind`` `FailureKind.BAD_LOGITS`, ``k`` 0.
 """
@@ -42,7 +42,7 @@ from .backends import (
     SolveRequest,
     SolveResult,
 )
-from .candidates import BadRows, CandidateBlock, list_rows, screen_candidates, substitute_tokens
+from .candidates import BadRows, CandidateBlock, list_rows, screen_candidates
 from .config import SamplerConfig
 from .coupling import Continuation
 from .errors import BackendError, ConfigError
@@ -94,11 +94,10 @@ class StepResult:
     backend_timing: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of_kernel(cls, out: StepOutput, token: np.ndarray, num_reads: int, policy: str,
-                  seconds: float, bad: BadRows | None) -> StepResult:
-        """A fused step's result from its kernel's host arrays ``out``, ``token`` the ids
-        returned: rows without a valid read took ``policy``'s draw; ``bad`` rows (None: none)
-        are marked."""
+    def of_kernel(cls, out: StepOutput, num_reads: int, policy: str, seconds: float,
+                  bad: BadRows | None) -> StepResult:
+        """A fused step's result from its kernel's host arrays ``out``: rows without a valid
+        read took ``policy``'s draw; ``bad`` rows (None: none) are marked."""
         batch = out.status.shape[0]
         failures = Failures.none(batch)
         fallback = np.full(batch, None, dtype=object)
@@ -106,7 +105,7 @@ class StepResult:
         if failed.any():
             failures.mark(failed, FailureKind.NO_VALID_READ, no_valid_read(num_reads))
             fallback[failed] = policy
-        result = cls(token=token, rank=out.rank, k=out.size, target_prob=out.target_prob,
+        result = cls(token=out.token, rank=out.rank, k=out.size, target_prob=out.target_prob,
                      entropy=out.entropy, energy=out.energy, valid_reads=out.valid,
                      num_reads=np.full(batch, num_reads), fallback=fallback, failures=failures,
                      backend_seconds=seconds, backend_calls=1)
@@ -157,6 +156,13 @@ class PendingResult:
 
     build: Callable[[], StepResult]
     ready: Callable[[], bool] | None = None
+
+
+def refuse_bad_rows(bad: BadRows | None, policy: str) -> None:
+    """The bad-logits policy's one refusal: with fallback ``"error"``, a `LogitsError` naming
+    the rows of ``bad`` (None: no bad row)."""
+    if bad is not None and policy == "error" and bad.any():
+        raise bad.error()
 
 
 def kernel_bad_rows(codes: np.ndarray) -> BadRows | None:
@@ -402,15 +408,13 @@ class GreedyStep:
                              (values == float("-inf")).long()])
         host = flags.cpu().numpy()  # the step's one device-to-host copy
         bad = BadRows(nan=host[1] > 0, empty=host[2] > 0)
-        if bad.any():
-            if self.policy == "error":
-                raise bad.error()
-            if bad.nan.any():  # the largest non-NaN logit (torch's argmax takes the NaN)
-                rows = torch.from_numpy(np.flatnonzero(bad.nan)).to(logits.device)
-                part = logits[rows]
-                tokens = tokens.clone()
-                tokens[rows] = torch.where(torch.isnan(part), float("-inf"), part).argmax(dim=1)
-                host[0][bad.nan] = tokens[rows].cpu().numpy()
+        refuse_bad_rows(bad, self.policy)
+        if bad.nan.any():  # the largest non-NaN logit (torch's argmax takes the NaN)
+            rows = torch.from_numpy(np.flatnonzero(bad.nan)).to(logits.device)
+            part = logits[rows]
+            tokens = tokens.clone()
+            tokens[rows] = torch.where(torch.isnan(part), float("-inf"), part).argmax(dim=1)
+            host[0][bad.nan] = tokens[rows].cpu().numpy()
         if not record:
             return tokens, None
         return tokens, StepResult.greedy(host[0].astype(np.int64)).with_bad_rows(bad)
@@ -430,8 +434,7 @@ class StagedStep:
         cfg = self.config
         block, bad, groups, noise_keys = coupled_candidates(logits, cfg, self.mode, groups, keys,
                                                             continuation, self.seed)
-        if bad.any() and cfg.fallback == "error":
-            raise bad.error()
+        refuse_bad_rows(bad, cfg.fallback)
         problems = self.mode.encode(block, noise_keys, self.penalty, groups, cfg.coupling)
         result = self.composite.sample(block, noise_keys, groups, problems,
                                        dataclasses.replace(self.request, keys=keys))
@@ -467,19 +470,15 @@ class FusedStep:
         start = time.perf_counter()
         out = self._kernel(values.numpy(), ids.numpy(), keys)
         seconds = time.perf_counter() - start
-        token = out.token
         bad = kernel_bad_rows(out.status)
-        if bad is not None:
-            if self.config.fallback == "error":
-                raise bad.error()
-            token = np.where(bad.mask, substitute_tokens(values, ids).numpy(), token)
+        refuse_bad_rows(bad, self.config.fallback)
         failed = out.status == status.NO_VALID_READ
         if failed.any() and self.config.fallback == "error":
             raise self.composite.refused(np.flatnonzero(failed),
                                          no_valid_read(self.request.num_reads))
-        result = (StepResult.of_kernel(out, token, self.request.num_reads, self.config.fallback,
+        result = (StepResult.of_kernel(out, self.request.num_reads, self.config.fallback,
                                        seconds, bad) if record else None)
-        return torch.from_numpy(token), result
+        return torch.from_numpy(out.token), result
 
 
 class ResidentStep(FusedStep):
@@ -500,11 +499,9 @@ class ResidentStep(FusedStep):
             events[0].record()
         values, ids = values.contiguous(), ids.contiguous()
         out = self._kernel(values, ids, device_keys)
-        tokens = torch.where(out.status <= status.NO_VALID_READ, out.token,
-                             substitute_tokens(values, ids))
         if not record:
-            return tokens, None
-        host = [column.to("cpu", non_blocking=True) for column in (*out.raw, tokens)]
+            return out.token, None
+        host = [column.to("cpu", non_blocking=True) for column in out.raw]
         if events:
             events[1].record()
         reads, policy = self.request.num_reads, self.config.fallback
@@ -513,9 +510,7 @@ class ResidentStep(FusedStep):
             if events:
                 events[1].synchronize()
             seconds = events[0].elapsed_time(events[1]) / MS_PER_S if events else 0.0
-            out_i, out_f, token = (column.numpy() for column in host)
-            out = StepOutput.of(out_i, out_f)
-            return StepResult.of_kernel(out, token, reads, policy, seconds,
-                                        kernel_bad_rows(out.status))
+            out = StepOutput.of(*(column.numpy() for column in host))
+            return StepResult.of_kernel(out, reads, policy, seconds, kernel_bad_rows(out.status))
 
-        return tokens, PendingResult(build, events[1].query if events else None)
+        return out.token, PendingResult(build, events[1].query if events else None)

@@ -44,6 +44,7 @@ from .pipeline import (
     StepResult,
     coupled_candidates,
     coupled_groups,
+    refuse_bad_rows,
 )
 from .problems import OneHotProblems
 from .telemetry import DeferredStep, StepTelemetry, TelemetryLog, resolved
@@ -110,8 +111,7 @@ def sample_target(logits: torch.Tensor, config: SamplerConfig,
     mode = MODES[config.mode]
     block, bad, groups, keys = coupled_candidates(logits, config, mode, groups, keys,
                                                   continuation, seed)
-    if bad.any() and config.fallback == "error":
-        raise bad.error()
+    refuse_bad_rows(bad, config.fallback)
     choice, _ = mode.draw(block, keys, groups, config.coupling)
     tokens = block.token_ids[np.arange(block.batch_size), choice]
     return torch.from_numpy(tokens).to(logits.device)

@@ -122,10 +122,6 @@ class TelemetryLog:
         """The recorded steps, oldest first; waits for the copies of deferred ones."""
         return [resolved(entry) for entry in self._entries]
 
-    def __len__(self) -> int:
-        """Steps recorded, without waiting for any."""
-        return len(self._entries)
-
     def append(self, step: StepTelemetry | DeferredStep) -> None:
         self._entries.append(step)
         if self.max_steps is not None and len(self._entries) > self.max_steps:

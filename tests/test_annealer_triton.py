@@ -65,10 +65,12 @@ def test_triton_kernel_invariants(results):
 @pytest.mark.parametrize("mode", ["gumbel", "boltzmann"])
 def test_triton_fused_step_matches_the_cpu_step(results, mode):
     """Same statuses (NaN, empty, no valid read) and sizes (filters, +inf and -inf rows); the
-    same tokens but where a 24-bit anneal uniform flips a decision the 32-bit one did not."""
+    same substitute tokens for the bad rows, and the same sampled tokens but where a 24-bit
+    anneal uniform flips a decision the 32-bit one did not."""
     assert results[f"step/{mode}/status equal"]
     assert results[f"step/{mode}/size equal"]
     assert results[f"step/{mode}/token agreement"] >= 0.9
+    assert results[f"step/{mode}/substitutes equal"]  # rows 3 (NaN) and 4 (all -inf)
     assert results[f"step/{mode}/probability error"] < 1e-5  # float32 on the device
 
 

@@ -113,6 +113,8 @@ for mode, betas, acceptance, extra in (
     sampled = cpu.status <= 1
     results[f"step/{mode}/token agreement"] = float(
         (cpu.token[sampled] == gpu.token.numpy()[sampled]).mean())
+    results[f"step/{mode}/substitutes equal"] = bool(
+        (cpu.token[~sampled] == gpu.token.numpy()[~sampled]).all())
     results[f"step/{mode}/probability error"] = float(
         np.abs(cpu.target_prob[sampled] - gpu.target_prob.numpy()[sampled]).max())
 

@@ -15,9 +15,10 @@ min-p, -inf dropped); weights (``perturb``: x + Gumbel noise of the row key's
 (`cpu.anneal_onehot_row`, the one-hot kernel's own row, with the row key); decoding (a read is
 valid when one-hot; ``keep_lowest`` keeps the lowest-energy valid read, else the first); no
 valid read: status `STATUS_NO_VALID_READ` and the exact draw by inverse CDF with the row key's
-`rng.STREAM_FALLBACK` uniform (`rng.categorical`). Rows with NaN or no finite logit are left
-to the caller with status `STATUS_NAN` / `STATUS_EMPTY` (token -1): the bad-logits policy is
-the pipeline's (`qsample.pipeline`).
+`rng.STREAM_FALLBACK` uniform (`rng.categorical`). Rows with NaN or no finite logit are returned
+with status `STATUS_NAN` / `STATUS_EMPTY` and their substitute token
+(`qsample.candidates.BadRows`): what the policy does with them is the pipeline's
+(`qsample.pipeline`).
 
 The integer work (keys, counters, draws) is bit-identical to numpy; numpy's vectorised log and
 exp may differ from the kernel's libm ones in the last bit, so a token differs only where two
@@ -70,7 +71,8 @@ class StepOutput:
     """One step's rows (numpy arrays [B], or tensors on the logits' device).
 
     Attributes:
-        token: chosen vocabulary id (-1 where ``status`` is `STATUS_NAN` or `STATUS_EMPTY`).
+        token: chosen vocabulary id (where ``status`` is `STATUS_NAN` or `STATUS_EMPTY`, the
+            row's substitute token, `qsample.candidates.BadRows`).
         rank: the chosen candidate's index (0 = most likely).
         size: candidates kept (K_b).
         valid: valid (one-hot) reads.
@@ -147,6 +149,19 @@ def _candidates(v, temperature, top_p, min_p, x):
 
 
 @njit(inline="always", cache=True)
+def _substitute(v):
+    """The index of a bad row's substitute token (`qsample.candidates.BadRows`): its largest
+    value, NaN counting as -inf, the first on ties (0 where every value is NaN or -inf)."""
+    best = 0
+    top = -np.inf if np.isnan(v[0]) else v[0]
+    for i in range(1, v.shape[0]):
+        if v[i] > top:  # False for NaN
+            best = i
+            top = v[i]
+    return best
+
+
+@njit(inline="always", cache=True)
 def _step_row(v, ids, key, temperature, top_p, min_p, perturb, keep_lowest, penalty, betas,
               num_reads, gibbs, random_order, xs, energies, out_i, out_f):
     """One row: candidates, weights, anneal, decoding (module docstring)."""
@@ -160,12 +175,14 @@ def _step_row(v, ids, key, temperature, top_p, min_p, perturb, keep_lowest, pena
     if np.isnan(v[0]):
         out_i[_SIZE] = 0
         out_i[_STATUS] = STATUS_NAN
+        out_i[_TOKEN] = ids[_substitute(v)]
         return
     x = np.empty(k)
     size = _candidates(v, temperature, top_p, min_p, x)
     out_i[_SIZE] = size
     if size == 0:
         out_i[_STATUS] = STATUS_EMPTY
+        out_i[_TOKEN] = ids[_substitute(v)]
         return
     # e_i = exp(x_i - x_0) and their sum: the boltzmann weights, the target p (telemetry and the
     # fallback's draw)

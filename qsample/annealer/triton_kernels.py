@@ -172,8 +172,10 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     first = tl.sum(tl.where(cols == 0, v, 0.0), axis=0)  # NaN stays NaN (max may drop it)
     nan_row = first != first
     posinf = first == float("inf")
-    v = tl.where(posinf, tl.where(v == float("inf"), 0.0, float("-inf")), v)
     v = tl.where(v != v, float("-inf"), v)
+    # a bad row's substitute (`qsample.candidates.BadRows`): its first largest value, NaN as -inf
+    substitute = tl.min(tl.where(v == tl.max(v, axis=0), cols, BLOCK_K), axis=0)
+    v = tl.where(posinf, tl.where(v == float("inf"), 0.0, float("-inf")), v)
     top = tl.where(posinf | (first == float("-inf")) | nan_row, 0.0, first)
     x = (v - top) / temperature
     keep = x > float("-inf")
@@ -217,11 +219,11 @@ def sample_step_kernel(value_ptr, id_ptr, key_ptr, beta_ptr, out_i_ptr, out_f_pt
     status = tl.where(nan_row, STATUS_NAN, tl.where(size == 0, STATUS_EMPTY, tl.where(
         count > 0, STATUS_OK, STATUS_NO_VALID_READ)))
     sampled = status <= STATUS_NO_VALID_READ
-    token = tl.sum(tl.where(cols == choice, tl.load(id_ptr + b * width + cols, mask=inside,
-                                                    other=0), 0), axis=0)
+    token = tl.sum(tl.where(cols == tl.where(sampled, choice, substitute),
+                            tl.load(id_ptr + b * width + cols, mask=inside, other=0), 0), axis=0)
     entropy = -tl.sum(tl.where(p > 0, p * tl.log(p), 0.0), axis=0)
     prob = tl.sum(tl.where(cols == choice, p, 0.0), axis=0)
-    tl.store(out_i_ptr + b * 5 + 0, tl.where(sampled, token, -1))
+    tl.store(out_i_ptr + b * 5 + 0, token)
     tl.store(out_i_ptr + b * 5 + 1, choice.to(tl.int64))
     tl.store(out_i_ptr + b * 5 + 2, tl.where(nan_row, 0, size).to(tl.int64))
     tl.store(out_i_ptr + b * 5 + 3, count.to(tl.int64))
